@@ -1,0 +1,461 @@
+"""The `landscape` command: parsing, errors, progress and summaries; no science here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from .util import BadInput, parse_eps, resolve_device
+
+console = Console(stderr=True)
+
+
+class EpsType(click.ParamType):
+    """eps as `8/255`, `0.031` or `0`."""
+
+    name = "eps"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            return parse_eps(value)
+        except BadInput as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class EpochsType(click.ParamType):
+    """A comma-separated list of epochs, like `100,150`."""
+
+    name = "epochs"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            out = tuple(float(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} must be comma-separated epochs, like 100,150", param, ctx)
+        if any(not math.isfinite(v) or v < 0 for v in out):
+            self.fail(f"{value!r} must hold finite epochs >= 0", param, ctx)
+        return out
+
+
+EPS = EpsType()
+EPOCHS = EpochsType()
+
+
+def common(fn: Callable) -> Callable:
+    """--device, --seed, --json and --debug on every command."""
+    fn = click.option("--debug", is_flag=True, help="Show tracebacks.")(fn)
+    fn = click.option(
+        "--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."
+    )(fn)
+    fn = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")(fn)
+    fn = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")(
+        fn
+    )
+    return fn
+
+
+def foreign_options(fn: Callable) -> Callable:
+    """How to read a checkpoint that is a bare state_dict."""
+    fn = click.option(
+        "--activation", default=None, help="Activation of a foreign state_dict (default relu)."
+    )(fn)
+    fn = click.option(
+        "--width",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Width factor (for foreign state_dicts).",
+    )(fn)
+    fn = click.option("--arch", default=None, help="Architecture (for foreign state_dicts).")(fn)
+    return fn
+
+
+def summary(title: str, rows: dict[str, Any], as_json: bool) -> None:
+    """A two-column table on stderr, or JSON on stdout with --json."""
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=2))
+        return
+    table = Table(title=title, show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def progress_bar(total: int, label: str) -> Progress:
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def command_line() -> str:
+    return " ".join(["landscape", *sys.argv[1:]])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="adv-landscape")
+def cli() -> None:
+    """Loss landscapes of adversarial training: train, analyse, plot."""
+
+
+@cli.command()
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding the dataset files.",
+)
+@click.option(
+    "--arch", default="lenet", show_default=True, help="linear, mlp, lenet, vgg, resnet18."
+)
+@click.option(
+    "--width",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Width factor w of Table 2 (default per arch).",
+)
+@click.option(
+    "--activation", default="relu", show_default=True, help="relu, elu, softplus, tanh, swish."
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--optimizer", default="adam", show_default=True, help="sgd or adam.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="(Initial) learning rate.")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--nesterov", is_flag=True, help="Nesterov momentum (SGD).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option(
+    "--lr-schedule", default="constant", show_default=True, help="constant, step or exponential."
+)
+@click.option(
+    "--lr-milestones",
+    type=EPOCHS,
+    default="",
+    help="Step schedule: epochs where LR is multiplied by --lr-gamma.",
+)
+@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
+@click.option(
+    "--lr-final",
+    type=float,
+    default=None,
+    help="Exponential schedule: LR reached at the end of the decay.",
+)
+@click.option(
+    "--lr-decay-epochs",
+    type=EPOCHS,
+    default="",
+    help="Exponential schedule: A,B epochs of the decay.",
+)
+@click.option(
+    "--lr-warmup",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Linear LR warmup from 0 over this many epochs.",
+)
+@click.option(
+    "--eps",
+    type=EPS,
+    default="0",
+    show_default=True,
+    help="Target budget in pixel units (8/255, 0.3); 0 = vanilla.",
+)
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option(
+    "--eps-schedule",
+    default="constant",
+    show_default=True,
+    help="constant, linear or cosine (eq. 5).",
+)
+@click.option("--eps-min", type=float, default=0.0, show_default=True)
+@click.option("--eps-max", type=EPS, default=None, help="eq. (5) eps_max (default: the target).")
+@click.option(
+    "--eps-warmup", type=float, default=None, help="Warmup length D in epochs (default: --epochs)."
+)
+@click.option(
+    "--pgd-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="PGD iterations (default: papers' rule).",
+)
+@click.option(
+    "--pgd-step-size", type=float, default=None, help="PGD step size (default: papers' rule)."
+)
+@click.option(
+    "--periods",
+    type=EPOCHS,
+    default="",
+    help="Periodic scheduling: epochs where LR and eps reset, like 100,150.",
+)
+@click.option(
+    "--save-epochs", type=EPOCHS, default="", help="Also save checkpoints after these epochs."
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Test metrics every N epochs (0: end only).",
+)
+@click.option("--eval-samples", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--no-augment", is_flag=True, help="Turn off data augmentation.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default="checkpoints/run", show_default=True
+)
+@click.option("--overwrite", is_flag=True, help="Discard a finished or unfinished run in --out.")
+@common
+def train(
+    device: str,
+    seed: int,
+    as_json: bool,
+    debug: bool,
+    out: str,
+    overwrite: bool,
+    data_root: str | None,
+    no_augment: bool,
+    save_epochs: tuple,
+    **opts: Any,
+) -> None:
+    """PGD adversarial training (eps 0: vanilla), with checkpoints and a per-batch trace."""
+    from .train import TrainConfig
+    from .train import train as run_training
+
+    config = TrainConfig(
+        seed=seed, augment=not no_augment, save_epochs=tuple(int(e) for e in save_epochs), **opts
+    )
+    dev = resolve_device(device)
+    with progress_bar(config.epochs, "train") as bar:
+        task = bar.add_task("train", total=config.epochs, info="")
+
+        def report(done: int, total: int, stats: dict[str, float]) -> None:
+            bar.update(
+                task,
+                completed=done,
+                info=f"loss {stats['loss']:.3f} rob.err {stats['robust_error']:.3f}",
+            )
+
+        result = run_training(
+            config,
+            out,
+            device=dev,
+            data_root=data_root,
+            overwrite=overwrite,
+            progress=report,
+            command=command_line(),
+        )
+    summary(
+        "train",
+        {
+            "out": str(result.out_dir),
+            "final": str(result.final),
+            "epochs": result.epochs,
+            "steps": result.steps,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "test_clean_error": result.test_clean_error,
+            "test_robust_error": result.test_robust_error,
+            "elapsed_s": result.elapsed_s,
+            "snapshots": [str(p) for p in result.snapshots],
+        },
+        as_json,
+    )
+
+
+@cli.command(name="eval")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--dataset", default=None, help="Dataset (default: the checkpoint's).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option(
+    "--eps", type=EPS, default=None, help="Attack budget (default: the checkpoint's training eps)."
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["linf", "l2"]),
+    default=None,
+    help="Attack norm (default: the training norm).",
+)
+@click.option("--pgd-steps", type=click.IntRange(min=0), default=None)
+@click.option("--pgd-step-size", type=float, default=None)
+@click.option(
+    "--samples", type=click.IntRange(min=1), default=None, help="Evaluate on the first N examples."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@foreign_options
+@common
+def eval_(
+    checkpoints: tuple[str, ...],
+    split: str,
+    dataset: str | None,
+    data_root: str | None,
+    eps: float | None,
+    norm: str | None,
+    pgd_steps: int | None,
+    pgd_step_size: float | None,
+    samples: int | None,
+    batch_size: int,
+    arch: str | None,
+    width: int | None,
+    activation: str | None,
+    device: str,
+    seed: int,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Clean and robust error of one model, or of several as a snapshot ensemble."""
+    from .attacks import attack_config, evaluate
+    from .checkpoint import load_checkpoint
+    from .data import dataset_info, load_dataset
+
+    dev = resolve_device(device)
+    models, specs = [], []
+    for path in checkpoints:
+        model, spec = load_checkpoint(
+            path, dev, arch=arch, width=width, dataset=dataset, activation=activation
+        )
+        models.append(model)
+        specs.append(spec)
+    names = {s["dataset"] for s in specs}
+    if len(names) > 1:
+        raise BadInput(
+            f"the checkpoints were trained on different datasets ({', '.join(sorted(names))})"
+        )
+    ds = dataset or specs[0]["dataset"]
+    train_cfg = specs[0].get("train", {}).get("config", {})
+    eps_value = eps if eps is not None else float(train_cfg.get("eps", 0.0))
+    norm_value = norm or train_cfg.get("norm", "linf")
+    cfg = attack_config(
+        eps_value,
+        family=dataset_info(ds).family,
+        norm=norm_value,
+        steps=pgd_steps,
+        step_size=pgd_step_size,
+    )
+    X, y = load_dataset(ds, split, data_root, dev)
+    if samples is not None:
+        X, y = X[:samples], y[:samples]
+    ev = evaluate(models, X, y, cfg, batch_size=batch_size, seed=seed)
+    summary(
+        "eval",
+        {
+            "checkpoints": list(checkpoints),
+            "ensemble": len(models) > 1,
+            "dataset": ds,
+            "split": split,
+            **ev.as_dict(),
+        },
+        as_json,
+    )
+
+
+@cli.command()
+@click.argument("file", type=click.Path())
+@common
+def info(file: str, device: str, seed: int, as_json: bool, debug: bool) -> None:
+    """Describe a checkpoint (spec, training config, metrics, sha256) or list a results file."""
+    import h5py
+
+    from . import store
+    from .checkpoint import FORMAT, read_checkpoint, sha256_file
+
+    path = Path(file)
+    if not path.is_file():
+        raise BadInput(f"{path} does not exist")
+    if h5py.is_hdf5(path):
+        groups = store.list_groups(path)
+        rows = {
+            g: f"{a.get('status', '?')}  {a.get('created', '')}  {a.get('checkpoint', '')}"
+            for g, a in groups
+        }
+        summary(f"{path} ({len(groups)} groups)", rows, as_json)
+        return
+    obj = read_checkpoint(path)
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        raise BadInput(f"{path} is neither a landscape checkpoint nor a landscape results file")
+    train_meta = obj.get("train", {})
+    summary(
+        str(path),
+        {
+            "format": f"{obj['format']} v{obj.get('version')}",
+            "sha256": sha256_file(path),
+            "spec": obj["spec"],
+            "epoch": train_meta.get("epoch"),
+            "step": train_meta.get("step"),
+            "metrics": train_meta.get("metrics", {}),
+            "config": train_meta.get("config", {}),
+        },
+        as_json,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: exit 0 on success, 2 on bad input, 1 on internal errors."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="landscape", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Error: aborted", err=True)
+        sys.exit(1)
+    except click.UsageError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except BadInput as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        from .train import Diverged
+
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, Diverged):
+            click.echo(f"Error: {exc}", err=True)
+        else:
+            click.echo(
+                f"Error: internal error {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)",
+                err=True,
+            )
+        sys.exit(1)
+    sys.exit(0)
+
+
+with_errors = functools.partial(main)

@@ -1,0 +1,351 @@
+"""HDF5 results: one group per run under `/<analysis>/<run>`, with provenance.
+
+Safety model: the results file is never modified in place. Every write copies it,
+changes the copy and renames the copy over the original (under a folder lock), so a
+crash at any moment leaves either the old or the new file, never a damaged one.
+Work in progress (a grid being filled) lives in a sidecar file
+`<results>.<analysis>.<run>.partial.h5`, replaced atomically as points finish; it is
+merged into the results file when the grid completes and then removed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .util import BadInput, atomic_path, file_lock
+
+FORMAT = "landscape-results"
+SCALE_NAMES = ("alpha", "x", "y", "t", "index", "step", "radius", "lr", "epoch")
+PROVENANCE_KEYS = (
+    "landscape_version",
+    "created",
+    "command",
+    "config",
+    "checkpoint",
+    "checkpoint_sha256",
+    "device",
+    "seed",
+    "status",
+    "elapsed_s",
+)
+
+
+def version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def canonical_config(config: Mapping[str, Any]) -> str:
+    """The JSON form used to decide whether a stored run matches a request."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def provenance(
+    *,
+    command: str,
+    config: Mapping[str, Any],
+    checkpoint: str = "",
+    checkpoint_sha256: str = "",
+    device: str = "",
+    seed: int = 0,
+    elapsed_s: float = 0.0,
+    status: str = "complete",
+) -> dict[str, Any]:
+    """The attributes every group carries (DESIGN.md, Results)."""
+    return {
+        "landscape_version": version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "config": canonical_config(config),
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
+        "device": str(device),
+        "seed": int(seed),
+        "status": status,
+        "elapsed_s": float(elapsed_s),
+    }
+
+
+def safe_run_name(name: str) -> str:
+    """Run names become HDF5 group names and file-name parts: keep them tame."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", name).strip("_.")
+    if not cleaned:
+        raise BadInput(f"run name {name!r} has no usable characters")
+    return cleaned
+
+
+def _check_ours(f: h5py.File, path: Path) -> None:
+    if f.attrs.get("landscape_format") != FORMAT:
+        raise BadInput(
+            f"{path} is an HDF5 file of another tool (no landscape_format attribute); choose another --out"
+        )
+
+
+def open_results(path: str | Path) -> h5py.File:
+    """Open an existing results file read-only, refusing missing, broken and foreign files."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"results file {p} does not exist")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        raise BadInput(f"{p} is not a readable HDF5 file ({exc.__class__.__name__})") from exc
+    try:
+        _check_ours(f, p)
+    except BadInput:
+        f.close()
+        raise
+    return f
+
+
+def _write_arrays(
+    group: h5py.Group,
+    arrays: Mapping[str, Any],
+    dims: Mapping[str, Sequence[str | None]] | None,
+) -> None:
+    """Datasets plus dimension scales: names in SCALE_NAMES become scales and are
+    attached to the axes that `dims` names, or to any axis whose length is unique."""
+    for name, value in arrays.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind == "U":
+            group.create_dataset(name, data=arr.astype(h5py.string_dtype()))
+        else:
+            group.create_dataset(name, data=arr)
+    scales = {n: group[n] for n in arrays if n in SCALE_NAMES and group[n].ndim == 1}
+    for n, ds in scales.items():
+        ds.make_scale(n)
+    for name in arrays:
+        if name in scales:
+            continue
+        ds = group[name]
+        wanted = (dims or {}).get(name)
+        for axis in range(ds.ndim):
+            scale_name = None
+            if wanted is not None:
+                scale_name = wanted[axis] if axis < len(wanted) else None
+            else:
+                fits = [n for n, s in scales.items() if s.shape[0] == ds.shape[axis]]
+                scale_name = fits[0] if len(fits) == 1 else None
+            if scale_name is not None and scale_name in scales:
+                ds.dims[axis].attach_scale(scales[scale_name])
+                ds.dims[axis].label = scale_name
+
+
+def _set_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        if isinstance(value, (dict, list, tuple)) and not (
+            isinstance(value, (list, tuple))
+            and value
+            and all(isinstance(v, (int, float)) for v in value)
+        ):
+            value = json.dumps(value, default=str)
+        obj.attrs[key] = value
+
+
+def write_group(
+    path: str | Path,
+    group: str,
+    arrays: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+    *,
+    dims: Mapping[str, Sequence[str | None]] | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Write (or replace, with `overwrite`) one group atomically; returns its path.
+
+    A group that exists with another config is an error unless `overwrite`; one that
+    exists with the same config is replaced (it is the same run, recomputed).
+    """
+    target = Path(path)
+    group = "/" + group.strip("/")
+    with file_lock(target):
+        with atomic_path(target) as tmp:
+            if target.exists():
+                try:
+                    with h5py.File(target, "r") as old:
+                        _check_ours(old, target)
+                        if group in old and not overwrite:
+                            old_cfg = old[group].attrs.get("config")
+                            if old_cfg is not None and old_cfg != attrs.get("config"):
+                                raise BadInput(
+                                    f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
+                                )
+                except OSError as exc:
+                    raise BadInput(
+                        f"{target} is not a readable HDF5 file; choose another --out"
+                    ) from exc
+                shutil.copyfile(target, tmp)
+                mode = "a"
+            else:
+                mode = "w"
+            with h5py.File(tmp, mode) as f:
+                if mode == "w":
+                    f.attrs["landscape_format"] = FORMAT
+                    f.attrs["landscape_version"] = version()
+                if group in f:
+                    del f[group]
+                g = f.require_group(group)
+                _write_arrays(g, arrays, dims)
+                _set_attrs(g, attrs)
+    return group
+
+
+def read_group(path: str | Path, group: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All datasets and attributes of one group, as numpy arrays and python values."""
+    with open_results(path) as f:
+        if group not in f or not isinstance(f[group], h5py.Group):
+            raise BadInput(f"{path} has no group {group!r}; `landscape info {path}` lists them")
+        g = f[group]
+        arrays = {k: v[()] for k, v in g.items() if isinstance(v, h5py.Dataset)}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+    return arrays, attrs
+
+
+def list_groups(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every run group (`/<analysis>/<run>`, or any group carrying a `status`) with attributes."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    with open_results(path) as f:
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Group) and "status" in obj.attrs:
+                found.append(("/" + name, dict(obj.attrs)))
+
+        f.visititems(visit)
+    return found
+
+
+def find_complete(
+    path: str | Path, group: str, config: Mapping[str, Any], *, overwrite: bool = False
+) -> bool:
+    """True when `group` is stored complete with exactly this config (a cache hit).
+
+    The same name with another config is an error unless `overwrite`.
+    """
+    target = Path(path)
+    if not target.exists():
+        return False
+    with open_results(target) as f:
+        if group not in f:
+            return False
+        attrs = f[group].attrs
+        same = attrs.get("config") == canonical_config(config)
+        if not same and not overwrite:
+            raise BadInput(
+                f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
+            )
+        return same and attrs.get("status") == "complete"
+
+
+class Grid:
+    """A resumable grid of scalar fields: finished points persist in a sidecar file.
+
+    `record` marks points done; `finish` merges everything into the results file in
+    one atomic write and removes the sidecar. A rerun with the same config picks up the
+    sidecar's done points; a sidecar with another config is discarded only with
+    `overwrite` (otherwise it is an error, so no work is silently lost).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        group: str,
+        config: Mapping[str, Any],
+        shape: tuple[int, ...],
+        fields: Sequence[str],
+        *,
+        flush_seconds: float = 2.0,
+        overwrite: bool = False,
+    ):
+        self.path = Path(path)
+        self.group = "/" + group.strip("/")
+        self.config = canonical_config(config)
+        self.shape = tuple(shape)
+        self.flush_seconds = flush_seconds
+        self.sidecar = self.path.with_name(
+            f"{self.path.name}.{self.group.strip('/').replace('/', '.')}.partial.h5"
+        )
+        self.arrays = {f: np.full(self.shape, np.nan) for f in fields}
+        self.done = np.zeros(self.shape, dtype=bool)
+        self._last_flush = time.monotonic()
+        self._dirty = False
+        if self.path.exists():
+            find_complete(self.path, self.group, config, overwrite=overwrite)
+        if self.sidecar.exists():
+            self._load_sidecar(overwrite)
+
+    def _load_sidecar(self, overwrite: bool) -> None:
+        try:
+            with h5py.File(self.sidecar, "r") as f:
+                same = f.attrs.get("config") == self.config and tuple(f["done"].shape) == self.shape
+                if same:
+                    self.done = f["done"][()].astype(bool)
+                    for name in self.arrays:
+                        if name in f:
+                            self.arrays[name] = f[name][()]
+                    return
+        except (OSError, KeyError):
+            self.sidecar.unlink()  # an unreadable cache of partial work: start over
+            return
+        if not overwrite:
+            raise BadInput(
+                f"{self.sidecar} holds partial work with another config; pass --overwrite to discard it"
+            )
+        self.sidecar.unlink()
+
+    def pending(self) -> list[tuple[int, ...]]:
+        return [tuple(int(i) for i in idx) for idx in np.argwhere(~self.done)]
+
+    def record(self, index: tuple[int, ...], values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            self.arrays[name][index] = value
+        self.done[index] = True
+        self._dirty = True
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        with atomic_path(self.sidecar) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["config"] = self.config
+                f.attrs["status"] = "running"
+                f.create_dataset("done", data=self.done)
+                for name, arr in self.arrays.items():
+                    f.create_dataset(name, data=arr)
+        self._last_flush = time.monotonic()
+        self._dirty = False
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    def finish(
+        self,
+        coords: Mapping[str, Any],
+        attrs: Mapping[str, Any],
+        *,
+        extra: Mapping[str, Any] | None = None,
+        dims: Mapping[str, Sequence[str | None]] | None = None,
+        overwrite: bool = False,
+    ) -> str:
+        """Store coordinates, fields, the `done` mask and `extra` arrays as one complete group."""
+        arrays: dict[str, Any] = dict(coords)
+        arrays.update(self.arrays)
+        arrays["done"] = self.done
+        arrays.update(extra or {})
+        group = write_group(self.path, self.group, arrays, attrs, dims=dims, overwrite=overwrite)
+        if self.sidecar.exists():
+            self.sidecar.unlink()
+        return group

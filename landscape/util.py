@@ -1,0 +1,116 @@
+"""Small shared pieces: the bad-input error, device choice, eps parsing, atomic files."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+
+class BadInput(ValueError):
+    """A user-facing input problem. The CLI prints it as one `Error: ...` line and exits 2."""
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU; `cuda[:N]` must exist."""
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise BadInput(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput(f"device {device!r} asked for, but CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BadInput(f"device {device!r} does not exist ({torch.cuda.device_count()} GPUs)")
+    elif dev.type not in ("cpu", "mps"):
+        raise BadInput(f"unsupported device {device!r}; use auto, cpu or cuda[:N]")
+    return dev
+
+
+def parse_eps(text: str | float | int) -> float:
+    """Parse an attack budget given as `8/255`, `0.031` or `0`; finite and >= 0."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        raw = str(text).strip()
+        try:
+            if "/" in raw:
+                num, den = raw.split("/", 1)
+                if float(den) == 0:
+                    raise BadInput(f"eps {raw!r} divides by zero")
+                value = float(Fraction(num.strip()) / Fraction(den.strip()))
+            else:
+                value = float(raw)
+        except (ValueError, ZeroDivisionError) as exc:
+            if isinstance(exc, BadInput):
+                raise
+            raise BadInput(f"eps {raw!r} is not a number; write it as 8/255, 0.031 or 0") from exc
+    if not math.isfinite(value) or value < 0:
+        raise BadInput(f"eps {text!r} must be a finite number >= 0")
+    return value
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG and return a CPU generator with the same seed."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on `device`, so random draws happen where the tensors live."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` atomically.
+
+    On any exception the temporary file is removed and `path` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An advisory lock on the folder of `path`, so read-modify-replace cycles do not race.
+
+    Locking the folder rather than a `.lock` file leaves nothing behind.
+    """
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
