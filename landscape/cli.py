@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
@@ -421,6 +420,37 @@ def info(file: str, device: str, seed: int, as_json: bool, debug: bool) -> None:
     )
 
 
+@cli.command()
+@click.argument("file", type=click.Path())
+@click.argument("groups", nargs=-1)
+@click.option(
+    "--format",
+    "formats",
+    default="png",
+    show_default=True,
+    help="Comma-separated: png, pdf, svg, html.",
+)
+@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True)
+@common
+def plot(
+    file: str,
+    groups: tuple[str, ...],
+    formats: str,
+    out: str,
+    device: str,
+    seed: int,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Render stored results (all complete groups, or the GROUPS/analyses named) from FILE."""
+    from .plots import parse_formats, render_file
+
+    written = render_file(file, out, groups, parse_formats(formats))
+    if not written:
+        raise BadInput(f"{file} holds no group that a renderer knows")
+    summary("plot", {"files": [str(p) for p in written]}, as_json)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 on success, 2 on bad input, 1 on internal errors."""
     args = sys.argv[1:] if argv is None else argv
@@ -456,6 +486,3 @@ def main(argv: list[str] | None = None) -> None:
             )
         sys.exit(1)
     sys.exit(0)
-
-
-with_errors = functools.partial(main)
