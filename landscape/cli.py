@@ -7,6 +7,7 @@ import math
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,127 @@ def progress_bar(total: int, label: str) -> Progress:
 
 def command_line() -> str:
     return " ".join(["landscape", *sys.argv[1:]])
+
+
+def analysis_options(fn: Callable) -> Callable:
+    """Options shared by every analysis of a checkpoint: data, attack and where results go."""
+    for option in reversed(
+        [
+            click.option("--dataset", default=None, help="Dataset (default: the checkpoint's)."),
+            click.option(
+                "--data-root",
+                type=click.Path(file_okay=False),
+                default=None,
+                help="Folder holding the dataset files.",
+            ),
+            click.option(
+                "--split", type=click.Choice(["train", "test"]), default="train", show_default=True
+            ),
+            click.option(
+                "--samples",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Use the first N examples of the split.",
+            ),
+            click.option(
+                "--eps",
+                "eps_list",
+                type=EPS,
+                multiple=True,
+                help="Attack budget(s), like 8/255; repeat for several runs. Default: 0.",
+            ),
+            click.option(
+                "--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True
+            ),
+            click.option(
+                "--pgd-steps",
+                type=click.IntRange(min=0),
+                default=None,
+                help="PGD iterations (default: papers' rule).",
+            ),
+            click.option(
+                "--pgd-step-size",
+                type=float,
+                default=None,
+                help="PGD step size (default: papers' rule).",
+            ),
+            click.option(
+                "--out",
+                type=click.Path(dir_okay=False),
+                default="results.h5",
+                show_default=True,
+                help="HDF5 results file.",
+            ),
+            click.option(
+                "--name", default=None, help="Run name (default: checkpoint stem plus key options)."
+            ),
+            click.option(
+                "--overwrite",
+                is_flag=True,
+                help="Replace a stored run of the same name with another config.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return foreign_options(fn)
+
+
+@dataclass
+class AnalysisInputs:
+    """A loaded checkpoint with its data, ready for an analysis."""
+
+    model: Any
+    spec: dict[str, Any]
+    X: Any
+    y: Any
+    family: str
+    checkpoint: str
+    checkpoint_sha256: str
+    device: Any
+
+
+def analysis_inputs(
+    checkpoint: str,
+    *,
+    device: str,
+    dataset: str | None,
+    data_root: str | None,
+    split: str,
+    samples: int | None,
+    arch: str | None = None,
+    width: int | None = None,
+    activation: str | None = None,
+) -> AnalysisInputs:
+    """Load a checkpoint (eval mode) and the first `samples` examples of its dataset's split."""
+    from .checkpoint import load_checkpoint, sha256_file
+    from .data import dataset_info, load_dataset
+
+    dev = resolve_device(device)
+    model, spec = load_checkpoint(
+        checkpoint, dev, arch=arch, width=width, dataset=dataset, activation=activation
+    )
+    name = dataset or spec["dataset"]
+    X, y = load_dataset(name, split, data_root, dev)
+    if samples is not None:
+        X, y = X[:samples], y[:samples]
+    return AnalysisInputs(
+        model, spec, X, y, dataset_info(name).family, checkpoint, sha256_file(checkpoint), dev
+    )
+
+
+def run_name(checkpoint: str, name: str | None, **key_options: Any) -> str:
+    """`--name`, or the checkpoint's stem plus the options that tell runs apart."""
+    from .store import safe_run_name
+
+    if name:
+        return safe_run_name(name)
+    parts = [Path(checkpoint).stem]
+    parts += [
+        f"{k}{v:.4g}" if isinstance(v, float) else f"{k}{v}"
+        for k, v in key_options.items()
+        if v is not None
+    ]
+    return safe_run_name("_".join(parts))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
