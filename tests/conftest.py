@@ -1,0 +1,20 @@
+"""Shared fixtures: tiny trained digits models, made once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A LeNet w=1 trained 2 epochs at eps 0.1 on digits: its output folder."""
+    from landscape.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("digits_run")
+    train(
+        TrainConfig(arch="lenet", width=1, epochs=2, eps=0.1, save_epochs=(1,)), out, device="cpu"
+    )
+    return out
