@@ -1,0 +1,99 @@
+"""Training traces: Liu et al. Fig. 1 / 8 (first and last mini-batches) and Fig. 11 (loss)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from . import Figure, Group, color, renderer, sort_by_eps
+
+PANELS = (
+    ("grad_norm", r"$\|\nabla_\theta \hat{\mathcal{L}}_\epsilon(\theta)\|$", "‖∇L‖"),
+    ("robust_error", r"robust training error $\mathcal{E}_\epsilon(\theta)$", "robust error"),
+    ("distance_from_init", r"$\|\theta - \theta_0\|$", "‖θ − θ₀‖"),
+)
+
+
+def window(groups: Sequence[Group]) -> int:
+    """Mini-batches per side: the stored `window` attr, else half the shortest trace (at most 2000)."""
+    stored = [int(g.attrs["window"]) for g in groups if "window" in g.attrs]
+    if stored:
+        return min(stored)
+    return max(1, min(2000, min(len(g.arrays["step"]) for g in groups) // 2))
+
+
+def smooth(values: np.ndarray, width: int) -> np.ndarray:
+    """A centred running mean, so the per-batch noise does not hide the trend."""
+    if width <= 1 or len(values) < width:
+        return values
+    kernel = np.ones(width) / width
+    return np.convolve(
+        np.pad(values, (width // 2, width - 1 - width // 2), mode="edge"), kernel, mode="valid"
+    )
+
+
+@renderer("trace")
+def render(groups: Sequence[Group]) -> list[Figure]:
+    groups = sort_by_eps(groups)
+    n = window(groups)
+    k = max(1, n // 50)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    web = make_subplots(
+        rows=2,
+        cols=3,
+        subplot_titles=[f"{t} — first {n}" for _, _, t in PANELS]
+        + [f"{t} — last {n}" for _, _, t in PANELS],
+    )
+    for i, g in enumerate(groups):
+        step = g.arrays["step"]
+        for row, part in enumerate((slice(0, n), slice(len(step) - n, len(step)))):
+            for col, (key, label, short) in enumerate(PANELS):
+                y = smooth(g.arrays[key][part], k)
+                x = step[part]
+                axes[row, col].plot(x, y, color=color(i), label=g.label, lw=1.2)
+                axes[row, col].set_ylabel(label)
+                web.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=y,
+                        name=g.label,
+                        legendgroup=g.label,
+                        showlegend=row == col == 0,
+                        line={"color": color(i)},
+                        hovertemplate=f"step %{{x}}<br>{short} %{{y:.4g}}",
+                    ),
+                    row=row + 1,
+                    col=col + 1,
+                )
+    for col in range(3):
+        axes[0, col].set_title(f"first {n} mini-batches")
+        axes[1, col].set_title(f"last {n} mini-batches")
+        axes[1, col].set_xlabel("mini-batch update")
+    axes[0, 0].legend()
+    fig.tight_layout()
+    web.update_layout(title="Training traces (Liu et al. Fig. 1 / 8)", template="simple_white")
+
+    loss_fig, ax = plt.subplots(figsize=(5, 3.5))
+    loss_web = go.Figure()
+    for i, g in enumerate(groups):
+        epoch, loss = (
+            g.arrays["epoch"],
+            smooth(g.arrays["loss"], max(1, len(g.arrays["loss"]) // 100)),
+        )
+        ax.plot(epoch, loss, color=color(i), label=g.label, lw=1.2)
+        loss_web.add_trace(go.Scatter(x=epoch, y=loss, name=g.label, line={"color": color(i)}))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(r"training loss $\hat{\mathcal{L}}_\epsilon(\theta)$")
+    ax.legend()
+    loss_fig.tight_layout()
+    loss_web.update_layout(
+        title="Training loss (Liu et al. Fig. 11)",
+        xaxis_title="epoch",
+        yaxis_title="loss",
+        template="simple_white",
+    )
+    return [Figure("trace", fig, web), Figure("trace_loss", loss_fig, loss_web)]
