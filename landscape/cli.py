@@ -274,11 +274,80 @@ def cli() -> None:
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--optimizer", default="adam", show_default=True, help="sgd or adam.")
+@click.option(
+    "--optimizer", default="adam", show_default=True, help="sgd, adam, entropy-sgd or entropy-sgd2."
+)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="(Initial) learning rate.")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--nesterov", is_flag=True, help="Nesterov momentum (SGD).")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option(
+    "--gamma",
+    "entropy_gamma",
+    type=float,
+    default=0.03,
+    show_default=True,
+    help="EntropySGD scope gamma (eq. 10).",
+)
+@click.option(
+    "--noise",
+    "entropy_noise",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="EntropySGD Langevin noise eps_E.",
+)
+@click.option(
+    "--inner-lr",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="EntropySGD Langevin step size eta' (--lr is the outer eta).",
+)
+@click.option(
+    "--langevin-steps",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="EntropySGD Langevin steps L (one mini-batch each).",
+)
+@click.option(
+    "--mean-alpha",
+    type=float,
+    default=0.75,
+    show_default=True,
+    help="EntropySGD running-mean weight alpha of the newest theta'.",
+)
+@click.option(
+    "--awp",
+    "awp_gamma",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="AWP weight-perturbation size gamma (Wu et al.; 0: off).",
+)
+@click.option(
+    "--awp-warmup",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Epochs without AWP at the start.",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["ce", "trades"]),
+    default="ce",
+    show_default=True,
+    help="ce: PGD adversarial training; trades: TRADES (Zhang et al.).",
+)
+@click.option(
+    "--beta",
+    "trades_beta",
+    type=float,
+    default=6.0,
+    show_default=True,
+    help="TRADES weight of the KL term.",
+)
 @click.option(
     "--lr-schedule", default="constant", show_default=True, help="constant, step or exponential."
 )
@@ -571,6 +640,36 @@ def plot(
     if not written:
         raise BadInput(f"{file} holds no group that a renderer knows")
     summary("plot", {"files": [str(p) for p in written]}, as_json)
+
+
+@cli.command()
+@click.argument("file", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), default="report.html", show_default=True)
+@common
+def report(file: str, out: str, device: str, seed: int, as_json: bool, debug: bool) -> None:
+    """One self-contained interactive HTML page for a results file, with provenance."""
+    from .plots.report import write_report
+
+    summary("report", {"file": str(write_report(file, out))}, as_json)
+
+
+@cli.command()
+@click.option("--quick", "mode", flag_value="quick", default=True, help="Digits, CPU minutes (default).")
+@click.option("--full", "mode", flag_value="full", help="The papers' datasets and settings (GPU, days).")
+@click.option("--only", default="", help="Comma-separated recipe names (default: all).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--runs", type=click.Path(file_okay=False), default=None, help="Checkpoints and results (default runs/MODE).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Figures (default figures/, figures/full).")
+@common
+def figures(mode: str, only: str, data_root: str | None, runs: str | None, out: str | None, device: str, seed: int,
+            as_json: bool, debug: bool) -> None:
+    """Regenerate the papers' figures and tables from the recipes in analyses/ (cached, resumable)."""
+    from .figures import run_figures
+
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    outcomes = run_figures(mode, only=names, runs=runs, out=out, device=str(resolve_device(device)),
+                           data_root=data_root, log=lambda line: console.print(line, markup=False, highlight=False))
+    summary("figures", {o.name: f"{len(o.files)} files, {o.seconds:.0f} s" for o in outcomes}, as_json)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def provenance(
     """The attributes every group carries (DESIGN.md, Results)."""
     return {
         "landscape_version": version(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "config": canonical_config(config),
         "checkpoint": str(checkpoint),

@@ -28,7 +28,19 @@ from ..util import BadInput, atomic_path  # noqa: E402
 FORMATS = ("png", "pdf", "svg", "html")
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
-RENDERER_MODULES = ("hessian", "cosine", "surface", "smoothness", "connect", "trace", "toy")
+RENDERER_MODULES = (
+    "hessian",
+    "cosine",
+    "surface",
+    "smoothness",
+    "connect",
+    "trace",
+    "toy",
+    "sweep",
+    "table",
+    "schedule",
+    "evalcurve",
+)
 
 
 @dataclass(frozen=True)
@@ -168,8 +180,10 @@ def render_file(
     out_dir: str | Path,
     selection: Sequence[str] = (),
     formats: Sequence[str] = ("png",),
+    figures: Sequence[str] = (),
 ) -> list[Path]:
-    """Render the selected groups of a results file; returns the files written."""
+    """Render the selected groups of a results file (only the figures named in `figures`,
+    when given); returns the files written."""
     style()
     registry = renderers()
     out = Path(out_dir)
@@ -179,5 +193,9 @@ def render_file(
         if render is None:
             continue
         for fig in render(groups):
+            if figures and fig.name not in figures:
+                if fig.matplotlib is not None:
+                    plt.close(fig.matplotlib)
+                continue
             written += save_figure(fig, out, formats)
     return written

@@ -1,0 +1,502 @@
+"""Paper recipes (`analyses/*.toml`) run end to end: train, analyse, collect, render, index.
+
+A recipe names the models it needs (by id, from `analyses/models.toml` or its own
+`[<mode>.models]` table), then a list of steps. A step is either a CLI command run
+in-process (`command = "hessian"`, `args = [...]`, optionally `each = [ids]` to run it
+once per model with `{ckpt}`, `{dir}`, `{id}`, `{eps}` substituted, or `{ckpt1}`... for
+pairs) or a `collect` step that gathers what the trainer wrote (traces, per-epoch
+evaluations, final metrics) into the recipe's results file. Every step is cached: models
+are trained into folders named by the hash of their config (shared across recipes), and
+the analysis commands skip groups that are stored complete with the same config, so a
+rerun computes nothing and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import store
+from .util import BadInput
+
+MODES = ("quick", "full")
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "analyses"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One figure or table of a paper."""
+
+    name: str
+    paper: str
+    claim: str
+    note: str
+    modes: dict[str, dict[str, Any]]
+    check: str = ""
+
+    def plan(self, mode: str) -> dict[str, Any]:
+        if mode not in self.modes:
+            raise BadInput(f"recipe {self.name} has no [{mode}] settings")
+        return self.modes[mode]
+
+
+@dataclass
+class RecipeOutcome:
+    name: str
+    files: list[Path] = field(default_factory=list)
+    check: str = ""
+    seconds: float = 0.0
+
+
+def load_recipes(folder: str | Path = RECIPE_DIR) -> dict[str, Recipe]:
+    """Every `*.toml` recipe in `folder` except `models.toml`, by name."""
+    recipes: dict[str, Recipe] = {}
+    for path in sorted(Path(folder).glob("*.toml")):
+        if path.name == "models.toml":
+            continue
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise BadInput(f"recipe {path} is not valid TOML: {exc}") from exc
+        modes = {m: raw[m] for m in MODES if m in raw}
+        recipes[raw["name"]] = Recipe(
+            raw["name"],
+            raw.get("paper", ""),
+            raw.get("claim", ""),
+            raw.get("note", ""),
+            modes,
+            raw.get("check", ""),
+        )
+    return recipes
+
+
+def load_models(folder: str | Path, mode: str) -> dict[str, dict[str, Any]]:
+    path = Path(folder) / "models.toml"
+    if not path.exists():
+        return {}
+    return dict(tomllib.loads(path.read_text()).get(mode, {}))
+
+
+def model_dir(runs: Path, config: Mapping[str, Any]) -> Path:
+    """Folders are named by the config's hash, so recipes that need the same model share it."""
+    digest = hashlib.sha256(store.canonical_config(config).encode()).hexdigest()[:12]
+    return runs / "checkpoints" / digest
+
+
+class Runner:
+    """Runs recipes for one mode into `runs/` (checkpoints, results) and `out/` (figures)."""
+
+    def __init__(
+        self,
+        mode: str,
+        *,
+        runs: Path,
+        out: Path,
+        device: str,
+        data_root: str | None,
+        folder: Path = RECIPE_DIR,
+        log: Callable[[str], None] = print,
+    ):
+        if mode not in MODES:
+            raise BadInput(f"unknown mode {mode!r}; use quick or full")
+        self.mode, self.runs, self.out, self.device, self.data_root = (
+            mode,
+            runs,
+            out,
+            device,
+            data_root,
+        )
+        self.folder = folder
+        self.shared_models = load_models(folder, mode)
+        self.log = log
+
+    def model(self, plan: Mapping[str, Any], model_id: str) -> Path:
+        """Train (or reuse) the model `model_id`; returns its folder."""
+        from .train import TrainConfig, train
+
+        table = {**self.shared_models, **plan.get("models", {})}
+        if model_id not in table:
+            raise BadInput(
+                f"model id {model_id!r} is defined neither in the recipe nor in models.toml"
+            )
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in table[model_id].items()}
+        config = TrainConfig(**fields)
+        folder = model_dir(self.runs, config.as_dict())
+        if not (folder / "final.pt").exists():
+            self.log(f"  train {model_id} -> {folder}")
+        train(
+            config,
+            folder,
+            device=self.device,
+            data_root=self.data_root,
+            command=f"landscape figures ({model_id})",
+        )
+        return folder
+
+    def substitutions(self, plan: Mapping[str, Any], item: str | Sequence[str]) -> dict[str, str]:
+        ids = [item] if isinstance(item, str) else list(item)
+        subs: dict[str, str] = {}
+        for i, model_id in enumerate(ids):
+            folder = self.model(plan, model_id)
+            eps = str(_final_metrics(folder)["config"]["eps"])
+            suffix = "" if i == 0 else str(i)
+            subs.update(
+                {
+                    f"ckpt{suffix}": str(folder / "final.pt"),
+                    f"dir{suffix}": str(folder),
+                    f"id{suffix}": model_id,
+                    f"eps{suffix}": eps,
+                }
+            )
+        if len(ids) > 1:
+            subs["ckpt0"], subs["id0"] = subs["ckpt"], subs["id"]
+        return subs
+
+    def command(self, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path) -> None:
+        from .cli import cli
+
+        items = step.get("each") or [None]
+        for item in items:
+            subs = self.substitutions(plan, item) if item is not None else {}
+            args = [str(a).format(**subs) for a in step.get("args", [])]
+            args = [step["command"], *args, "--device", self.device]
+            if step.get("results", True):
+                args += ["--out", str(results)]
+            if self.data_root and step.get("data_root", True):
+                args += ["--data-root", self.data_root]
+            self.log(f"  landscape {' '.join(args)}")
+            try:
+                cli.main(args=args, prog_name="landscape", standalone_mode=False)
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    raise
+
+    def run(self, recipe: Recipe) -> RecipeOutcome:
+        from .plots import render_file
+
+        t0 = time.perf_counter()
+        plan = recipe.plan(self.mode)
+        results = self.runs / f"{recipe.name}.h5"
+        for step in plan.get("steps", []):
+            if "command" in step:
+                self.command(plan, step, results)
+            elif "collect" in step:
+                COLLECTORS[step["collect"]](self, plan, step, results)
+            else:
+                raise BadInput(f"recipe {recipe.name}: a step needs `command` or `collect`")
+        outcome = RecipeOutcome(recipe.name)
+        if results.exists():
+            target = self.out / recipe.name
+            outcome.files = render_file(
+                results, target, formats=tuple(plan.get("formats", ["png"]))
+            )
+            if recipe.check:
+                outcome.check = CHECKS[recipe.check](results)
+                (target / "measured.txt").write_text(outcome.check + "\n")
+        outcome.seconds = time.perf_counter() - t0
+        return outcome
+
+
+def _final_metrics(folder: Path) -> dict[str, Any]:
+    from .checkpoint import read_checkpoint
+
+    return read_checkpoint(folder / "final.pt")["train"]
+
+
+def _provenance(command: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    return store.provenance(command=command, config=config)
+
+
+def collect_traces(
+    runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
+) -> None:
+    """Copy each model's per-batch trace into `/trace/<id>` (Liu Fig. 1, 8, 11)."""
+    for model_id in step["each"]:
+        folder = runner.model(plan, model_id)
+        arrays, attrs = store.read_group(folder / "trace.h5", "/trace")
+        attrs = dict(attrs)
+        if "window" in step:
+            attrs["window"] = int(step["window"])
+        store.write_group(
+            results,
+            f"/trace/{model_id}",
+            arrays,
+            attrs,
+            overwrite=True,
+            dims={k: ("step",) for k in arrays if k != "step"},
+        )
+
+
+def collect_evals(
+    runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
+) -> None:
+    """Per-epoch test metrics and wall time into `/evalcurve/<id>` (Kanai Fig. 3, 6)."""
+    for model_id in step["each"]:
+        folder = runner.model(plan, model_id)
+        arrays, attrs = store.read_group(folder / "trace.h5", "/eval")
+        attrs = dict(attrs)
+        attrs["label"] = step.get("labels", {}).get(model_id, model_id)
+        store.write_group(results, f"/evalcurve/{model_id}", arrays, attrs, overwrite=True)
+
+
+def collect_sweep(
+    runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
+) -> None:
+    """Final test errors of model series against one config key (Liu Fig. 4, 13, 14).
+
+    `series = {label = [ids]}`, `x = "lr"` (or "width"); models with the same x (seeds)
+    give the mean and std.
+    """
+    key = step["x"]
+    xs: set[float] = set()
+    per_series: dict[str, dict[float, list[tuple[float, float]]]] = {}
+    for label, ids in step["series"].items():
+        for model_id in ids:
+            meta = _final_metrics(runner.model(plan, model_id))
+            x = float(meta["config"][key])
+            xs.add(x)
+            m = meta["metrics"]
+            per_series.setdefault(label, {}).setdefault(x, []).append(
+                (m["test_clean_error"], m["test_robust_error"])
+            )
+    grid = np.array(sorted(xs))
+    arrays: dict[str, Any] = {"x": grid}
+    for label, points in per_series.items():
+        for j, metric in enumerate(("clean_error", "robust_error")):
+            vals = [np.array([p[j] for p in points.get(x, [])]) for x in grid]
+            arrays[f"{label}_{metric}_mean"] = np.array(
+                [v.mean() if v.size else np.nan for v in vals]
+            )
+            arrays[f"{label}_{metric}_std"] = np.array(
+                [v.std() if v.size else np.nan for v in vals]
+            )
+    attrs = _provenance("landscape figures (sweep)", {"x": key, "series": step["series"]})
+    attrs["x_key"], attrs["series"] = key, json.dumps(list(per_series))
+    attrs["baseline"] = float(step.get("baseline", math.nan))
+    store.write_group(results, f"/sweep/{step['name']}", arrays, attrs, overwrite=True)
+
+
+def collect_table(
+    runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
+) -> None:
+    """Clean and robust test error per row (a model, or an ensemble of snapshots) under one attack.
+
+    `rows = {label = id}` or `{label = [id, "period_*"]}` for a snapshot ensemble;
+    `eps`, `norm`, `pgd_steps` set the attack (Liu Table 1; Kanai Tables 1, 3: PGD-20).
+    """
+    from .attacks import attack_config, evaluate
+    from .checkpoint import load_checkpoint
+    from .data import dataset_info, load_dataset
+    from .util import resolve_device
+
+    device = resolve_device(runner.device)
+    labels, clean, robust = [], [], []
+    config = {k: v for k, v in step.items() if k != "collect"}
+    group = f"/table/{step['name']}"
+    if results.exists() and store.find_complete(results, group, config, overwrite=True):
+        return
+    for label, entry in step["rows"].items():
+        model_id, pattern = (entry, None) if isinstance(entry, str) else (entry[0], entry[1])
+        folder = runner.model(plan, model_id)
+        paths = sorted(folder.glob(pattern)) if pattern else [folder / "final.pt"]
+        models = [load_checkpoint(p, device)[0] for p in paths]
+        spec = load_checkpoint(paths[0], device)[1]
+        X, y = load_dataset(spec["dataset"], "test", runner.data_root, device)
+        n = int(step.get("samples", X.shape[0]))
+        cfg = attack_config(
+            float(step["eps"]),
+            family=dataset_info(spec["dataset"]).family,
+            norm=step.get("norm", "linf"),
+            steps=step.get("pgd_steps"),
+        )
+        ev = evaluate(models, X[:n], y[:n], cfg)
+        labels.append(label)
+        clean.append(ev.clean_error)
+        robust.append(ev.adv_error)
+    arrays = {
+        "index": np.arange(len(labels)),
+        "row": np.array(labels),
+        "clean_error": np.array(clean),
+        "robust_error": np.array(robust),
+    }
+    store.write_group(
+        results, group, arrays, _provenance("landscape figures (table)", config), overwrite=True
+    )
+
+
+def collect_schedules(
+    runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
+) -> None:
+    """eq. (5) curves for the settings of C.1 (Liu Fig. 7): `curves = {label = {kind, target, eps_max, warmup}}`."""
+    from .schedules import EpsSchedule
+
+    epochs = float(step["epochs"])
+    d = np.linspace(0, epochs, int(step.get("points", 401)))
+    arrays: dict[str, Any] = {"epoch": d}
+    for label, c in step["curves"].items():
+        sched = EpsSchedule(
+            c["kind"],
+            float(c["target"]),
+            float(c.get("eps_min", 0.0)),
+            c.get("eps_max"),
+            float(c.get("warmup", epochs)),
+        )
+        arrays[label] = np.array([sched(v) for v in d])
+    store.write_group(
+        results,
+        f"/schedule/{step['name']}",
+        arrays,
+        _provenance("landscape figures (schedules)", step),
+        overwrite=True,
+    )
+
+
+COLLECTORS: dict[str, Callable[[Runner, Mapping[str, Any], Mapping[str, Any], Path], None]] = {
+    "traces": collect_traces,
+    "evals": collect_evals,
+    "sweep": collect_sweep,
+    "table": collect_table,
+    "schedules": collect_schedules,
+}
+
+
+def _groups(results: Path, analysis: str) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    out = []
+    for name, attrs in store.list_groups(results):
+        if name.startswith(f"/{analysis}/") and attrs.get("status") == "complete":
+            out.append(store.read_group(results, name))
+    return out
+
+
+def _eps_of(attrs: Mapping[str, Any]) -> float:
+    return float(json.loads(attrs.get("config", "{}")).get("eps", 0.0))
+
+
+def check_eigenvalues_grow(results: Path) -> str:
+    runs = sorted(_groups(results, "hessian"), key=lambda g: _eps_of(g[1]))
+    tops = [float(a["eigenvalues_normalized"][0]) for a, _ in runs]
+    eps = [_eps_of(attrs) for _, attrs in runs]
+    holds = all(b >= a for a, b in zip(tops, tops[1:]))
+    listing = ", ".join(f"eps {e:g}: {t:.3g}" for e, t in zip(eps, tops))
+    return f"{'holds' if holds else 'does not hold'} (top normalized eigenvalue: {listing})"
+
+
+def check_gradients(results: Path) -> str:
+    runs = sorted(_groups(results, "trace"), key=lambda g: _eps_of(g[1]))
+    parts = []
+    for arrays, attrs in runs:
+        n = int(attrs.get("window", len(arrays["step"]) // 2))
+        parts.append(
+            (
+                _eps_of(attrs),
+                float(np.mean(arrays["grad_norm"][:n])),
+                float(np.mean(arrays["grad_norm"][-n:])),
+            )
+        )
+    late = [p[2] for p in parts]
+    holds = all(b >= a for a, b in zip(late[1:], late[2:])) and late[-1] > late[0]
+    listing = ", ".join(f"eps {e:g}: first {a:.3g} / last {b:.3g}" for e, a, b in parts)
+    return f"{'holds' if holds else 'partly holds'} (mean gradient norm, {listing})"
+
+
+def check_robust_error_table(results: Path) -> str:
+    rows = []
+    for arrays, _ in _groups(results, "table"):
+        rows += [
+            f"{r.decode() if isinstance(r, bytes) else r}: {c:.3f}/{a:.3f}"
+            for r, c, a in zip(arrays["row"], arrays["clean_error"], arrays["robust_error"])
+        ]
+    return "clean/robust test error: " + "; ".join(rows)
+
+
+CHECKS: dict[str, Callable[[Path], str]] = {
+    "eigenvalues_grow": check_eigenvalues_grow,
+    "gradients": check_gradients,
+    "table": check_robust_error_table,
+}
+
+
+def write_index(out: Path, recipes: Sequence[Recipe], mode: str) -> Path:
+    """`<out>/index.md`: each figure file, the paper item it reproduces, the claim, and what was measured.
+
+    Built from what is on disk, so a run with `--only` keeps the other recipes' entries.
+    """
+    lines = [
+        f"# Figures ({mode} run)",
+        "",
+        f"Regenerate with `landscape figures --{mode}`. Each entry names the paper's item, the claim it",
+        "tests, what this run measured, and the files.",
+        "",
+    ]
+    for recipe in recipes:
+        folder = out / recipe.name
+        files = (
+            sorted(p for p in folder.glob("*") if p.suffix in (".png", ".html", ".pdf", ".svg"))
+            if folder.is_dir()
+            else []
+        )
+        if not files:
+            continue
+        lines += [f"## {recipe.name}: {recipe.paper}", "", f"**Claim.** {recipe.claim}", ""]
+        measured = folder / "measured.txt"
+        if measured.exists():
+            lines += [f"**Measured.** {measured.read_text().strip()}", ""]
+        if recipe.note:
+            lines += [f"**Note.** {recipe.note}", ""]
+        for path in files:
+            rel = path.relative_to(out).as_posix()
+            lines.append(
+                f"![{recipe.name}: {path.stem}]({rel})"
+                if path.suffix == ".png"
+                else f"- [{rel}]({rel})"
+            )
+        lines.append("")
+    target = out / "index.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines))
+    return target
+
+
+def run_figures(
+    mode: str = "quick",
+    *,
+    only: Sequence[str] = (),
+    runs: str | Path | None = None,
+    out: str | Path | None = None,
+    device: str = "cpu",
+    data_root: str | None = None,
+    folder: str | Path = RECIPE_DIR,
+    log: Callable[[str], None] = print,
+) -> list[RecipeOutcome]:
+    """Run the recipes (all, or `only`) in `mode`; returns what each wrote."""
+    recipes = load_recipes(folder)
+    unknown = [n for n in only if n not in recipes]
+    if unknown:
+        raise BadInput(f"unknown recipe {', '.join(unknown)}; choose from {', '.join(recipes)}")
+    chosen = [recipes[n] for n in (only or recipes)]
+    runs_dir = Path(runs or f"runs/{mode}")
+    out_dir = Path(out or ("figures" if mode == "quick" else f"figures/{mode}"))
+    runner = Runner(
+        mode,
+        runs=runs_dir,
+        out=out_dir,
+        device=device,
+        data_root=data_root,
+        folder=Path(folder),
+        log=log,
+    )
+    outcomes = []
+    for recipe in chosen:
+        log(f"{recipe.name}: {recipe.paper}")
+        outcomes.append(runner.run(recipe))
+    write_index(out_dir, list(recipes.values()), mode)
+    return outcomes

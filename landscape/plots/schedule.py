@@ -1,0 +1,32 @@
+"""The eps schedules of eq. (5) (Liu Fig. 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import plotly.graph_objects as go
+
+from . import Figure, Group, color, renderer
+
+
+@renderer("schedule")
+def render(groups: Sequence[Group]) -> list[Figure]:
+    figures = []
+    for g in groups:
+        epoch = g.arrays["epoch"]
+        curves = [k for k in g.arrays if k != "epoch"]
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        web = go.Figure()
+        for i, name in enumerate(curves):
+            ax.plot(epoch, g.arrays[name], color=color(i), label=name)
+            web.add_trace(
+                go.Scatter(x=epoch, y=g.arrays[name], name=name, line={"color": color(i)})
+            )
+        ax.set_xlabel("epoch $d$")
+        ax.set_ylabel(r"$\epsilon(d)$")
+        ax.legend()
+        fig.tight_layout()
+        web.update_layout(xaxis_title="epoch", yaxis_title="ε(d)", template="simple_white")
+        figures.append(Figure(f"schedule_{g.path.rsplit('/', 1)[-1]}", fig, web))
+    return figures
