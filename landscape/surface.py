@@ -1,0 +1,360 @@
+"""Loss surfaces: L(theta + a d1) in 1D and L(theta + a d1 + b d2) in 2D (Li et al. 2018;
+Liu et al. Fig. 12; Kanai et al. appendix F.1, Fig. 7).
+
+At every grid point: the clean loss and error, and for eps > 0 the adversarial loss and
+error with PGD regenerated at that point (eval mode, the same random start at every point:
+common random numbers keep the surface free of start-to-start noise). BatchNorm runs in
+eval mode with the checkpoint's statistics (`bn="eval"`) or with statistics re-estimated
+on the analysed data at each point (`bn="recompute"`, a cumulative average over its
+batches, as for mode connectivity).
+
+One model instance serves every point: parameters are swapped in by name through
+`torch.func.functional_call`. Clean points are evaluated `points_per_batch` at a time by
+`torch.func.vmap` over stacked parameter sets. Points are processed in fixed blocks of
+flat grid indices, so an interrupted and resumed run repeats exactly the same arithmetic
+and gives bit-identical arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import vmap
+
+from .attacks import AttackConfig, attack_config, perturb
+from .directions import Directions, make_directions, on_params
+from .params import ParamDict, combine, functional_forward, global_norm, named_params
+from .store import Grid
+from .util import BadInput, make_generator
+
+BN_MODES = ("eval", "recompute")
+CLEAN_FIELDS = ("loss", "error")
+ADV_FIELDS = ("adv_loss", "adv_error")
+Progress = Callable[[int, int], None]
+
+
+def parse_range(text: str, option: str = "--range", *, log: bool = False) -> np.ndarray:
+    """`a:b:n` -> n points from a to b inclusive (np.linspace; n = 1 gives a).
+
+    a < b and n >= 1 are required; `log` spaces the points geometrically and needs a > 0.
+    """
+    parts = str(text).split(":")
+    example = "1e-3:1:7" if log else "-1:1:21"
+    if len(parts) != 3:
+        raise BadInput(f"{option} {text!r} must be a:b:n, like {example}")
+    try:
+        a, b = float(parts[0]), float(parts[1])
+        n = int(parts[2])
+    except ValueError as exc:
+        raise BadInput(
+            f"{option} {text!r} must be two numbers and an integer count, like {example}"
+        ) from exc
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise BadInput(f"{option} {text!r} must have finite ends")
+    if n < 1:
+        raise BadInput(f"{option} {text!r} asks for {n} points; the count must be >= 1")
+    if a == b:
+        raise BadInput(f"{option} {text!r} has zero length; give a < b")
+    if a > b:
+        raise BadInput(f"{option} {text!r} is inverted; give a < b, like {example}")
+    if log:
+        if a <= 0:
+            raise BadInput(f"{option} {text!r} is log-spaced and needs a > 0")
+        return np.geomspace(a, b, n)
+    return np.linspace(a, b, n)
+
+
+@dataclass(frozen=True)
+class Surface:
+    """The arrays of one `/surface/<run>` group (`y` and the adversarial fields are optional)."""
+
+    x: np.ndarray
+    loss: np.ndarray
+    error: np.ndarray
+    done: np.ndarray
+    y: np.ndarray | None = None
+    adv_loss: np.ndarray | None = None
+    adv_error: np.ndarray | None = None
+    explained_variance_ratio: np.ndarray | None = None  # pca directions
+    trajectory: np.ndarray | None = None  # pca: (checkpoints, dim) coordinates
+    trajectory_epoch: np.ndarray | None = None
+    direction_norms: tuple[float, ...] = ()
+
+    def attrs(self) -> dict[str, list[float]]:
+        """The global norm of each direction: the parameter distance of coordinate 1."""
+        return {"direction_norms": list(self.direction_norms)}
+
+    def coords(self) -> dict[str, np.ndarray]:
+        return {"x": self.x} if self.y is None else {"x": self.x, "y": self.y}
+
+    def fields(self) -> dict[str, np.ndarray]:
+        names = CLEAN_FIELDS + (ADV_FIELDS if self.adv_loss is not None else ())
+        return {n: getattr(self, n) for n in names}
+
+    def extras(self) -> dict[str, np.ndarray]:
+        names = ("explained_variance_ratio", "trajectory", "trajectory_epoch")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def dims(self) -> dict[str, tuple[str | None, ...]]:
+        axes = tuple(self.coords())
+        out: dict[str, tuple[str | None, ...]] = {n: axes for n in (*self.fields(), "done")}
+        for n in self.extras():
+            out[n] = (None, None)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**self.coords(), **self.fields(), "done": self.done, **self.extras()}
+
+
+def fields_for(eps: float) -> tuple[str, ...]:
+    return CLEAN_FIELDS + (ADV_FIELDS if eps > 0 else ())
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def recompute_bn(
+    model: nn.Module, params: Mapping[str, Tensor], X: Tensor, batch_size: int
+) -> dict[str, Tensor]:
+    """BatchNorm statistics re-estimated at `params`: a cumulative average over the batches of X."""
+    bns = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    buffers: dict[str, Tensor] = {}
+    for name, m in bns:
+        prefix = f"{name}." if name else ""
+        buffers[prefix + "running_mean"] = torch.zeros_like(m.running_mean)
+        buffers[prefix + "running_var"] = torch.ones_like(m.running_var)
+        buffers[prefix + "num_batches_tracked"] = torch.zeros_like(m.num_batches_tracked)
+    saved = [(m, m.momentum, m.training) for _, m in bns]
+    try:
+        for _, m in bns:
+            m.momentum = None
+            m.train()
+        with torch.no_grad():
+            for i in range(0, X.shape[0], batch_size):
+                functional_forward(model, params, X[i : i + batch_size], buffers)
+    finally:
+        for m, momentum, training in saved:
+            m.momentum = momentum
+            m.train(training)
+    return buffers
+
+
+def _sums(logits: Tensor, y: Tensor) -> Tensor:
+    """[summed cross-entropy, number of errors] of one batch, in float64."""
+    loss = F.cross_entropy(logits, y, reduction="sum").double()
+    return torch.stack([loss, (logits.argmax(-1) != y).sum().double()])
+
+
+def point_losses(
+    forward: Callable[[Tensor], Tensor],
+    X: Tensor,
+    y: Tensor,
+    *,
+    attack: AttackConfig | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int = 1024,
+) -> tuple[float, float]:
+    """Mean loss and error of `forward` on (X, y), or on PGD examples against it if `attack`."""
+    total = torch.zeros(2, dtype=torch.float64, device=X.device)
+    for i in range(0, X.shape[0], batch_size):
+        xb, yb = X[i : i + batch_size], y[i : i + batch_size]
+        if attack is not None:
+            xb = perturb(forward, xb, yb, attack, generator=generator)
+        with torch.no_grad():
+            total += _sums(forward(xb), yb)
+    loss, err = (total / X.shape[0]).tolist()
+    return loss, err
+
+
+def _stacked_losses(
+    model: nn.Module, stacked: Mapping[str, Tensor], X: Tensor, y: Tensor, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean clean loss and error at P stacked parameter sets, one vmapped forward per batch."""
+    points = next(iter(stacked.values())).shape[0]
+    total = torch.zeros(points, 2, dtype=torch.float64, device=X.device)
+    with torch.no_grad():
+        for i in range(0, X.shape[0], batch_size):
+            xb, yb = X[i : i + batch_size], y[i : i + batch_size]
+            logits = vmap(lambda p, xb=xb: functional_forward(model, p, xb))(dict(stacked))
+            flat = logits.reshape(-1, logits.shape[-1])
+            target = yb.repeat(points)
+            loss = F.cross_entropy(flat, target, reduction="none").view(points, -1).sum(1)
+            wrong = (flat.argmax(-1) != target).view(points, -1).sum(1)
+            total += torch.stack([loss.double(), wrong.double()], dim=1)
+    out = (total / X.shape[0]).cpu().numpy()
+    return out[:, 0], out[:, 1]
+
+
+def _stack(base: ParamDict, directions: Sequence[ParamDict], coeffs: Tensor) -> ParamDict:
+    """base + sum_k coeffs[:, k] d_k for every row of coeffs: tensors with a leading point axis."""
+    out = {}
+    for name, b in base.items():
+        t = b.unsqueeze(0).expand(coeffs.shape[0], *b.shape).clone()
+        for k, d in enumerate(directions):
+            if name in d:
+                t += coeffs[:, k].view(-1, *([1] * b.dim())).to(b.dtype) * d[name]
+        out[name] = t
+    return out
+
+
+def default_points_per_batch(device: torch.device) -> int:
+    """vmap pays on accelerators; on a CPU a few points per call already remove the overhead."""
+    return 32 if device.type == "cuda" else 8
+
+
+def surface(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    directions: str | Directions | Sequence[ParamDict] = "filter",
+    *,
+    dim: int = 1,
+    xrange: tuple[float, float, int] | Sequence[float] = (-1.0, 1.0, 21),
+    yrange: tuple[float, float, int] | Sequence[float] | None = None,
+    eps: float = 0.0,
+    norm: str = "linf",
+    steps: int | None = None,
+    step_size: float | None = None,
+    family: str | None = None,
+    bn: str = "eval",
+    seed: int = 0,
+    batch_size: int = 1024,
+    points_per_batch: int | None = None,
+    grid: Grid | None = None,
+    progress: Progress | None = None,
+    **direction_options,
+) -> Surface:
+    """The loss surface around the model's parameters (see the module docstring).
+
+    `directions` is a kind (`filter`, `random`, `eigen`, `interp`, `pca`, resolved by
+    `make_directions` with `direction_options`), a `Directions`, or `dim` name-keyed
+    dicts. `xrange`/`yrange` are (a, b, n) or explicit coordinates. With `grid`, points
+    already done there are skipped and new ones are recorded in it (resumable runs).
+    """
+    if dim not in (1, 2):
+        raise BadInput(f"--dim {dim} is not valid; use 1 or 2")
+    if bn not in BN_MODES:
+        raise BadInput(f"--bn {bn!r} is not valid; use one of {', '.join(BN_MODES)}")
+    xs = _coords(xrange)
+    ys = _coords(yrange if yrange is not None else xrange) if dim == 2 else None
+    family = family or ("mnist-like" if X.shape[1] == 1 else "cifar-like")
+    attack = (
+        attack_config(eps, family=family, norm=norm, steps=steps, step_size=step_size)
+        if eps > 0
+        else None
+    )
+    if isinstance(directions, str):
+        directions = make_directions(
+            directions, model, dim, X=X, y=y, seed=seed, **direction_options
+        )
+    dset = directions if isinstance(directions, Directions) else Directions(list(directions))
+    if len(dset.vectors) != dim:
+        raise BadInput(f"a {dim}D surface needs {dim} directions, got {len(dset.vectors)}")
+
+    shape = (len(xs),) if ys is None else (len(xs), len(ys))
+    fields = fields_for(eps)
+    if grid is not None and (grid.shape != shape or set(grid.arrays) != set(fields)):
+        raise BadInput(
+            f"the grid has shape {grid.shape} and fields {sorted(grid.arrays)}; expected {shape}, {fields}"
+        )
+    arrays = grid.arrays if grid is not None else {f: np.full(shape, np.nan) for f in fields}
+    done = grid.done if grid is not None else np.zeros(shape, dtype=bool)
+
+    def record(index: tuple[int, ...], values: dict[str, float]) -> None:
+        if grid is not None:
+            grid.record(index, values)
+        else:
+            for name, value in values.items():
+                arrays[name][index] = value
+            done[index] = True
+
+    device = X.device
+    base = named_params(model)
+    vectors = [on_params(d, base) for d in dset.vectors]
+    grid_coeffs = np.stack(np.meshgrid(xs, *([ys] if ys is not None else []), indexing="ij"), -1)
+    coeffs = torch.as_tensor(grid_coeffs.reshape(-1, dim), dtype=torch.float64, device=device)
+    recompute = bn == "recompute" and has_batchnorm(model)
+    per_call = 1 if recompute else max(1, points_per_batch or default_points_per_batch(device))
+    total = coeffs.shape[0]
+    finished = int(done.sum())
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, total, per_call):
+            block = range(start, min(start + per_call, total))
+            indices = [np.unravel_index(i, shape) for i in block]
+            pending = [(i, idx) for i, idx in zip(block, indices) if not done[idx]]
+            if not pending:
+                continue
+            if not recompute and per_call > 1:
+                loss, err = _stacked_losses(
+                    model, _stack(base, vectors, coeffs[block.start : block.stop]), X, y, batch_size
+                )
+            for i, idx in pending:
+                params = combine(base, *((coeffs[i, k].item(), vectors[k]) for k in range(dim)))
+                buffers = recompute_bn(model, params, X, batch_size) if recompute else None
+
+                def forward(x: Tensor, params: ParamDict = params, buffers=buffers) -> Tensor:
+                    return functional_forward(model, params, x, buffers)
+
+                if recompute or per_call == 1:
+                    values = dict(
+                        zip(CLEAN_FIELDS, point_losses(forward, X, y, batch_size=batch_size))
+                    )
+                else:
+                    values = {"loss": float(loss[i - start]), "error": float(err[i - start])}
+                if attack is not None:
+                    adv = point_losses(
+                        forward,
+                        X,
+                        y,
+                        attack=attack,
+                        generator=make_generator(seed, device),
+                        batch_size=batch_size,
+                    )
+                    values.update(zip(ADV_FIELDS, adv))
+                record(tuple(int(j) for j in idx), values)
+                finished += 1
+                if progress is not None:
+                    progress(finished, total)
+    finally:
+        model.train(was_training)
+        if grid is not None:
+            grid.flush()
+
+    traj = dset.trajectory
+    return Surface(
+        x=xs,
+        y=ys,
+        done=done.copy(),
+        **{f: arrays[f].copy() for f in fields},
+        explained_variance_ratio=None if traj is None else traj.explained_variance_ratio,
+        trajectory=None if traj is None else traj.coordinates,
+        trajectory_epoch=None if traj is None else traj.epochs,
+        direction_norms=tuple(float(global_norm(v)) for v in vectors),
+    )
+
+
+def _coords(spec: str | tuple[float, float, int] | Sequence[float]) -> np.ndarray:
+    """`"a:b:n"` or a tuple (a, b, n) is a range; a list or array holds the coordinates."""
+    if isinstance(spec, str):
+        return parse_range(spec)
+    if isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[2], int):
+        return parse_range(f"{spec[0]}:{spec[1]}:{spec[2]}")
+    arr = np.asarray(spec, dtype=float)
+    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise BadInput(
+            f"grid coordinates {spec!r} must be a:b:n or a non-empty list of finite numbers"
+        )
+    return arr
