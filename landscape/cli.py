@@ -672,6 +672,472 @@ def figures(mode: str, only: str, data_root: str | None, runs: str | None, out: 
     summary("figures", {o.name: f"{len(o.files)} files, {o.seconds:.0f} s" for o in outcomes}, as_json)
 
 
+def _grid_progress(bar: Progress, task: Any) -> Callable[[int, int], None]:
+    """A progress callback for grid analyses: points done and points per second."""
+    import time
+
+    start, calls = time.perf_counter(), [0]
+
+    def update(done: int, total: int) -> None:
+        calls[0] += 1
+        rate = calls[0] / max(time.perf_counter() - start, 1e-9)
+        bar.update(task, completed=done, total=total, info=f"{rate:.2f} points/s")
+
+    return update
+
+
+def _eps_runs(
+    checkpoint: str, name: str | None, eps_list: tuple, **key: Any
+) -> list[tuple[float, str]]:
+    """One run per --eps (default 0); an explicit --name gets an eps suffix when there are several."""
+    values = list(eps_list) or [0.0]
+    named = [f"{name}_eps{e:.4g}" if name and len(values) > 1 else name for e in values]
+    return [(e, run_name(checkpoint, n, **key, eps=e)) for e, n in zip(values, named)]
+
+
+def _rows(rows: dict[str, Any], eps: float, several: bool, stats: dict[str, Any]) -> None:
+    """Summary rows of one run, prefixed by its eps when the command made several."""
+    rows.update({(f"eps {eps:.4g}: " if several else "") + k: v for k, v in stats.items()})
+
+
+def _grid_run(
+    analysis: str,
+    inputs: AnalysisInputs,
+    out: str,
+    run: str,
+    config: dict[str, Any],
+    shape: tuple[int, ...],
+    fields: tuple[str, ...],
+    compute: Callable[[Any, Callable[[int, int], None]], Any],
+    *,
+    overwrite: bool,
+    seed: int,
+) -> dict[str, Any]:
+    """Cache check, resumable grid, progress, provenance and the atomic write of one run."""
+    import time
+
+    from .store import Grid, find_complete, provenance, read_group
+
+    group = f"/{analysis}/{run}"
+    cached = find_complete(out, group, config, overwrite=overwrite)
+    if not cached:
+        grid = Grid(out, group, config, shape, fields, overwrite=overwrite)
+        start = time.perf_counter()
+        with progress_bar(math.prod(shape), analysis) as bar:
+            result = compute(
+                grid, _grid_progress(bar, bar.add_task(analysis, total=math.prod(shape), info=""))
+            )
+        attrs = provenance(
+            command=command_line(),
+            config=config,
+            checkpoint=inputs.checkpoint,
+            checkpoint_sha256=inputs.checkpoint_sha256,
+            device=str(inputs.device),
+            seed=seed,
+            elapsed_s=time.perf_counter() - start,
+        )
+        attrs.update(result.attrs())
+        grid.finish({}, attrs, extra=result.arrays(), dims=result.dims(), overwrite=overwrite)
+    arrays, attrs = read_group(out, group)
+    return {
+        "group": group,
+        "cached": cached,
+        "elapsed_s": float(attrs["elapsed_s"]),
+        "arrays": arrays,
+    }
+
+
+def _data_config(inputs: AnalysisInputs, split: str, attack: Any, seed: int) -> dict[str, Any]:
+    return {
+        "checkpoint_sha256": inputs.checkpoint_sha256,
+        "dataset": inputs.spec["dataset"],
+        "split": split,
+        "examples": int(inputs.X.shape[0]),
+        **attack.as_dict(),
+        "seed": seed,
+    }
+
+
+@cli.command(name="surface")
+@click.argument("checkpoint", type=click.Path())
+@click.option(
+    "--dirs",
+    type=click.Choice(["filter", "random", "eigen", "interp", "pca"]),
+    default="filter",
+    show_default=True,
+    help="Directions: filter-normalized, unit random, top Hessian eigenvectors, toward --other, trajectory PCA.",
+)
+@click.option("--dim", type=click.IntRange(1, 2), default=1, show_default=True)
+@click.option("--range", "xrange", default="-1:1:21", show_default=True, help="x grid a:b:n.")
+@click.option("--yrange", default=None, help="y grid a:b:n with --dim 2 (default: --range).")
+@click.option(
+    "--bn",
+    type=click.Choice(["eval", "recompute"]),
+    default="eval",
+    show_default=True,
+    help="BatchNorm: checkpoint statistics, or re-estimated on the data at each point.",
+)
+@click.option(
+    "--bias-bn",
+    type=click.Choice(["ignore", "filter"]),
+    default="ignore",
+    show_default=True,
+    help="--dirs filter, 1-D parameters: zero, or each entry scaled to |theta_j|.",
+)
+@click.option(
+    "--hessian-group",
+    default=None,
+    help="--dirs eigen: [FILE:]/hessian/<run> saved with --save-vectors.",
+)
+@click.option(
+    "--other", multiple=True, type=click.Path(), help="--dirs interp: one checkpoint per dimension."
+)
+@click.option(
+    "--trajectory", type=click.Path(), default=None, help="--dirs pca: the trainer's output folder."
+)
+@click.option("--orthogonalize", is_flag=True, help="Gram-Schmidt the two directions (norms kept).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option(
+    "--points-per-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Clean points per vmapped call (default 8 on CPU, 32 on GPU; 1: no vmap).",
+)
+@analysis_options
+@common
+def surface_cmd(
+    checkpoint: str,
+    dirs: str,
+    dim: int,
+    xrange: str,
+    yrange: str | None,
+    bn: str,
+    bias_bn: str,
+    hessian_group: str | None,
+    other: tuple[str, ...],
+    trajectory: str | None,
+    orthogonalize: bool,
+    batch_size: int,
+    points_per_batch: int | None,
+    eps_list: tuple[float, ...],
+    norm: str,
+    pgd_steps: int | None,
+    pgd_step_size: float | None,
+    out: str,
+    name: str | None,
+    overwrite: bool,
+    device: str,
+    seed: int,
+    as_json: bool,
+    debug: bool,
+    **data: Any,
+) -> None:
+    """Loss surface around a checkpoint in 1D or 2D: clean and adversarial loss and error."""
+    from .attacks import attack_config
+    from .directions import make_directions
+    from .surface import fields_for, parse_range, surface
+
+    if yrange is not None and dim == 1:
+        raise BadInput("--yrange needs --dim 2")
+    xs = parse_range(xrange)
+    ys = parse_range(yrange or xrange, "--yrange") if dim == 2 else None
+    inputs = analysis_inputs(checkpoint, device=device, **data)
+    family = "mnist-like" if inputs.X.shape[1] == 1 else "cifar-like"
+    shape = (len(xs),) if ys is None else (len(xs), len(ys))
+    rows = {}
+    for eps, run in _eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d"):
+        attack = attack_config(
+            eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
+        )
+        options = {
+            "bias_bn": bias_bn,
+            "hessian_group": hessian_group,
+            "other": list(other),
+            "trajectory": trajectory,
+            "orthogonal": orthogonalize,
+        }
+        config = {
+            "analysis": "surface",
+            "dirs": dirs,
+            "dim": dim,
+            "range": xrange,
+            "yrange": yrange or xrange,
+            "bn": bn,
+            **options,
+            **_data_config(inputs, data["split"], attack, seed),
+        }
+        directions = make_directions(
+            dirs,
+            inputs.model,
+            dim,
+            X=inputs.X,
+            y=inputs.y,
+            seed=seed,
+            results_file=out,
+            spec=inputs.spec,
+            attack=attack if eps > 0 else None,
+            **options,
+        )
+
+        def compute(
+            grid: Any, progress: Callable[[int, int], None], eps: float = eps, directions=directions
+        ) -> Any:
+            return surface(
+                inputs.model,
+                inputs.X,
+                inputs.y,
+                directions,
+                dim=dim,
+                xrange=xs,
+                yrange=ys,
+                eps=eps,
+                norm=norm,
+                steps=pgd_steps,
+                step_size=pgd_step_size,
+                family=family,
+                bn=bn,
+                seed=seed,
+                batch_size=batch_size,
+                points_per_batch=points_per_batch,
+                grid=grid,
+                progress=progress,
+            )
+
+        res = _grid_run(
+            "surface",
+            inputs,
+            out,
+            run,
+            config,
+            shape,
+            fields_for(eps),
+            compute,
+            overwrite=overwrite,
+            seed=seed,
+        )
+        arrays = res.pop("arrays")
+        ranges = {f"{f}_range": [float(arrays[f].min()), float(arrays[f].max())] for f in fields_for(eps)}
+        _rows(rows, eps, len(eps_list) > 1, {**res, **ranges})
+    summary("surface", {"out": out, **rows}, as_json)
+
+
+@cli.command(name="cosine")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--range", "arange", default="0:1:11", show_default=True, help="Grid of a: a:b:n.")
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=4, show_default=True, help="PGD random starts."
+)
+@click.option(
+    "--hessian-group",
+    default=None,
+    help="[FILE:]/hessian/<run> saved with --save-vectors (default: computed here).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@analysis_options
+@common
+def cosine_cmd(
+    checkpoint: str,
+    arange: str,
+    repeats: int,
+    hessian_group: str | None,
+    batch_size: int,
+    eps_list: tuple[float, ...],
+    norm: str,
+    pgd_steps: int | None,
+    pgd_step_size: float | None,
+    out: str,
+    name: str | None,
+    overwrite: bool,
+    device: str,
+    seed: int,
+    as_json: bool,
+    debug: bool,
+    **data: Any,
+) -> None:
+    """Perturbation cosine along the top eigenvector and a random direction (Liu et al. Fig. 3)."""
+    from .attacks import attack_config
+    from .cosine import FIELDS, cosine
+    from .surface import parse_range
+
+    alphas = parse_range(arange)
+    inputs = analysis_inputs(checkpoint, device=device, **data)
+    family = "mnist-like" if inputs.X.shape[1] == 1 else "cifar-like"
+    rows = {}
+    for eps, run in _eps_runs(checkpoint, name, eps_list, norm=norm):
+        attack = attack_config(
+            eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
+        )
+        config = {
+            "analysis": "cosine",
+            "range": arange,
+            "repeats": repeats,
+            "hessian_group": hessian_group,
+            **_data_config(inputs, data["split"], attack, seed),
+        }
+
+        def compute(grid: Any, progress: Callable[[int, int], None], eps: float = eps) -> Any:
+            return cosine(
+                inputs.model,
+                inputs.X,
+                inputs.y,
+                eps=eps,
+                norm=norm,
+                steps=pgd_steps,
+                step_size=pgd_step_size,
+                family=family,
+                alpha=alphas,
+                repeats=repeats,
+                seed=seed,
+                batch_size=batch_size,
+                hessian_group=hessian_group,
+                results_file=out,
+                grid=grid,
+                progress=progress,
+            )
+
+        res = _grid_run(
+            "cosine",
+            inputs,
+            out,
+            run,
+            config,
+            alphas.shape,
+            FIELDS,
+            compute,
+            overwrite=overwrite,
+            seed=seed,
+        )
+        arrays = res.pop("arrays")
+        last = ("cosine_top_mean", "cosine_random_mean", "zero_perturbations_top")
+        _rows(rows, eps, len(eps_list) > 1, {**res, **{f"{k}_at_max_a": float(arrays[k][-1]) for k in last}})
+    summary("cosine", {"out": out, **rows}, as_json)
+
+
+@cli.command(name="smoothness")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--radii", default="1e-3:1:7", show_default=True, help="Log-spaced radii a:b:n.")
+@click.option("--dirs", type=click.Choice(["random", "eigen"]), default="random", show_default=True)
+@click.option(
+    "--directions",
+    "count",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Number of directions u (default 4 random, 1 eigen).",
+)
+@click.option(
+    "--norms",
+    default=None,
+    help="Comma-separated from clean,linf,l2 (default all; clean at eps 0).",
+)
+@click.option(
+    "--l2-match",
+    type=click.Choice(["volume", "sqrt-d", "same"]),
+    default="volume",
+    show_default=True,
+    help="L2 budget matched to the L-inf --eps: same-volume ball, eps*sqrt(d), or equal.",
+)
+@click.option("--l2-eps", type=EPS, default=None, help="Explicit L2 budget (overrides --l2-match).")
+@click.option(
+    "--hessian-group",
+    default=None,
+    help="--dirs eigen: [FILE:]/hessian/<run> saved with --save-vectors.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@analysis_options
+@common
+def smoothness_cmd(
+    checkpoint: str,
+    radii: str,
+    dirs: str,
+    count: int | None,
+    norms: str | None,
+    l2_match: str,
+    l2_eps: float | None,
+    hessian_group: str | None,
+    batch_size: int,
+    eps_list: tuple[float, ...],
+    norm: str,
+    pgd_steps: int | None,
+    pgd_step_size: float | None,
+    out: str,
+    name: str | None,
+    overwrite: bool,
+    device: str,
+    seed: int,
+    as_json: bool,
+    debug: bool,
+    **data: Any,
+) -> None:
+    """Gradient-Lipschitz profile ||grad L(theta + r u) - grad L(theta)|| / r: clean, L-inf, L2."""
+    from .attacks import attack_config
+    from .smoothness import fields_for, smoothness
+    from .surface import parse_range
+
+    rs = parse_range(radii, "--radii", log=True)
+    chosen = tuple(n.strip() for n in norms.split(",") if n.strip()) if norms is not None else None
+    inputs = analysis_inputs(checkpoint, device=device, **data)
+    family = "mnist-like" if inputs.X.shape[1] == 1 else "cifar-like"
+    rows = {}
+    for eps, run in _eps_runs(checkpoint, name, eps_list, dirs=dirs):
+        attack = attack_config(
+            eps, family=family, norm="linf", steps=pgd_steps, step_size=pgd_step_size
+        )
+        use = chosen or (("clean", "linf", "l2") if eps > 0 else ("clean",))
+        config = {
+            "analysis": "smoothness",
+            "radii": radii,
+            "dirs": dirs,
+            "directions": count,
+            "norms": list(use),
+            "l2_match": l2_match,
+            "l2_eps": l2_eps,
+            "hessian_group": hessian_group,
+            **_data_config(inputs, data["split"], attack, seed),
+        }
+
+        def compute(
+            grid: Any, progress: Callable[[int, int], None], eps: float = eps, use: tuple = use
+        ) -> Any:
+            return smoothness(
+                inputs.model,
+                inputs.X,
+                inputs.y,
+                eps=eps,
+                radius=rs,
+                directions=dirs,
+                count=count,
+                norms=use,
+                match=l2_match,
+                l2_eps=l2_eps,
+                steps=pgd_steps,
+                step_size=pgd_step_size,
+                family=family,
+                seed=seed,
+                batch_size=batch_size,
+                hessian_group=hessian_group,
+                results_file=out,
+                grid=grid,
+                progress=progress,
+            )
+
+        res = _grid_run(
+            "smoothness",
+            inputs,
+            out,
+            run,
+            config,
+            rs.shape,
+            fields_for(use),
+            compute,
+            overwrite=overwrite,
+            seed=seed,
+        )
+        arrays = res.pop("arrays")
+        first = {f"lipschitz_{n}_at_min_r": float(arrays[f"lipschitz_{n}_mean"][0]) for n in use}
+        _rows(rows, eps, len(eps_list) > 1, {**res, **first})
+    summary("smoothness", {"out": out, **rows}, as_json)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 on success, 2 on bad input, 1 on internal errors."""
     args = sys.argv[1:] if argv is None else argv

@@ -1,0 +1,250 @@
+"""The empirical gradient-Lipschitz profile of the adversarial loss (Liu et al. Prop. 2;
+Kanai et al. Theorems 1-2, Lemmas 4-5).
+
+    lipschitz(r) = ||grad L_eps(theta + r u) - grad L_eps(theta)|| / r
+
+for unit directions u and log-spaced radii r, with PGD regenerated at theta + r u, for the
+clean loss (the reference: it tends to ||H u|| as r -> 0 for a smooth network), the L-inf
+adversarial loss and the L2 adversarial loss at a matched budget. Prop. 2 bounds the
+adversarial profile by C_thetatheta + 2 eps C_thetax / r: a profile that grows as r
+shrinks is that term made visible; Kanai et al. predict L-inf grows more than L2.
+
+Directions: `random` (seeded Gaussians of unit norm) or `eigen` (the top Hessian
+eigenvectors of L_eps at the L-inf budget, or of the clean loss when eps = 0), one u per
+direction; mean and std (ddof = 1) over the directions. Each direction's attacks share
+one random start at theta and at every radius (common random numbers).
+
+Matched L2 budget (`match`):
+- `volume` (default): the L2 ball with the volume of the L-inf ball of radius eps in
+  d = C*H*W dimensions, eps_2 = 2 eps Gamma(d/2 + 1)^(1/d) / sqrt(pi) (about
+  eps sqrt(2d / (pi e)) for large d);
+- `sqrt-d`: eps_2 = eps sqrt(d), the L2 ball through the corners of the L-inf ball;
+- `same`: eps_2 = eps, as in Kanai et al.'s toy figures.
+The L2 attack runs as many iterations as the L-inf one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import grad
+
+from .attacks import AttackConfig, attack_config, perturb
+from .directions import Directions, make_directions, on_params, unit
+from .params import ParamDict, combine, functional_forward, named_params
+from .store import Grid
+from .util import BadInput, make_generator
+
+NORMS = ("clean", "linf", "l2")
+MATCH = ("volume", "sqrt-d", "same")
+DIRECTION_KINDS = ("random", "eigen")
+DEFAULT_RADIUS = tuple(np.geomspace(1e-3, 1.0, 7))
+Progress = Callable[[int, int], None]
+
+
+def matched_l2_eps(eps: float, d: int, rule: str = "volume") -> float:
+    """The L2 budget matched to an L-inf budget `eps` in `d` input dimensions (module docstring)."""
+    if rule not in MATCH:
+        raise BadInput(f"--l2-match {rule!r} is not valid; use one of {', '.join(MATCH)}")
+    if rule == "same":
+        return float(eps)
+    if rule == "sqrt-d":
+        return float(eps * math.sqrt(d))
+    return float(2 * eps * math.exp(math.lgamma(d / 2 + 1) / d) / math.sqrt(math.pi))
+
+
+def fields_for(norms: Sequence[str]) -> tuple[str, ...]:
+    return tuple(f"lipschitz_{n}_{s}" for n in norms for s in ("mean", "std"))
+
+
+@dataclass(frozen=True)
+class Smoothness:
+    """The arrays of one `/smoothness/<run>` group, indexed by `radius`; `eps` per norm goes to attrs."""
+
+    radius: np.ndarray
+    done: np.ndarray
+    lipschitz: dict[str, np.ndarray] = field(default_factory=dict)  # "lipschitz_<norm>_<mean|std>"
+    eps: dict[str, float] = field(default_factory=dict)  # norm -> budget
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"radius": self.radius, **self.lipschitz, "done": self.done}
+
+    def dims(self) -> dict[str, tuple[str]]:
+        return {f: ("radius",) for f in (*self.lipschitz, "done")}
+
+    def attrs(self) -> dict[str, float]:
+        return {f"eps_{n}": e for n, e in self.eps.items()}
+
+
+def loss_gradient(
+    model: nn.Module, params: ParamDict, X: Tensor, y: Tensor, batch_size: int = 1024
+) -> Tensor:
+    """grad of the mean cross-entropy on (X, y) at `params`, flattened in the params' order."""
+
+    def loss(p: ParamDict, xb: Tensor, yb: Tensor) -> Tensor:
+        return F.cross_entropy(functional_forward(model, p, xb), yb, reduction="sum") / X.shape[0]
+
+    total = None
+    for i in range(0, X.shape[0], batch_size):
+        g = grad(loss)(params, X[i : i + batch_size], y[i : i + batch_size])
+        flat = torch.cat([g[k].reshape(-1) for k in params])
+        total = flat if total is None else total + flat
+    return total
+
+
+def _adv_gradient(
+    model: nn.Module,
+    params: ParamDict,
+    X: Tensor,
+    y: Tensor,
+    attack: AttackConfig | None,
+    seed: int,
+    batch_size: int,
+) -> Tensor:
+    """grad L_eps at `params`: PGD examples generated there (seeded), then the loss gradient."""
+    if attack is not None:
+
+        def forward(x: Tensor) -> Tensor:
+            return functional_forward(model, params, x)
+
+        gen = make_generator(seed, X.device)
+        X = torch.cat(
+            [
+                perturb(
+                    forward, X[i : i + batch_size], y[i : i + batch_size], attack, generator=gen
+                )
+                for i in range(0, X.shape[0], batch_size)
+            ]
+        )
+    return loss_gradient(model, params, X, y, batch_size)
+
+
+def smoothness(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    radius: Sequence[float] | np.ndarray = DEFAULT_RADIUS,
+    directions: str | Directions | Sequence[ParamDict] = "random",
+    count: int | None = None,
+    norms: Sequence[str] | None = None,
+    match: str = "volume",
+    l2_eps: float | None = None,
+    steps: int | None = None,
+    step_size: float | None = None,
+    family: str | None = None,
+    seed: int = 0,
+    batch_size: int = 1024,
+    hessian_group: str | None = None,
+    results_file: str | None = None,
+    grid: Grid | None = None,
+    progress: Progress | None = None,
+) -> Smoothness:
+    """The gradient-Lipschitz profile (module docstring) at the L-inf budget `eps`.
+
+    `norms` defaults to clean, linf and l2 (clean only when eps = 0); `l2_eps` overrides
+    the `match` rule. `count` directions (default 4 random, 1 eigen).
+    """
+    norms = tuple(norms) if norms is not None else (NORMS if eps > 0 else ("clean",))
+    bad = [n for n in norms if n not in NORMS]
+    if bad or not norms:
+        raise BadInput(f"--norms {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}")
+    if eps == 0 and any(n != "clean" for n in norms):
+        raise BadInput("--norms linf/l2 need --eps > 0; with eps 0 only the clean profile exists")
+    radii = np.asarray(radius, dtype=float)
+    if radii.ndim != 1 or radii.size == 0 or not np.all(np.isfinite(radii)) or np.any(radii <= 0):
+        raise BadInput("the radii must be a non-empty list of finite numbers > 0")
+    family = family or ("mnist-like" if X.shape[1] == 1 else "cifar-like")
+    d = int(np.prod(X.shape[1:]))
+    eps2 = float(l2_eps) if l2_eps is not None else matched_l2_eps(eps, d, match)
+    attacks: dict[str, AttackConfig | None] = {"clean": None}
+    if eps > 0:
+        attacks["linf"] = attack_config(
+            eps, family=family, norm="linf", steps=steps, step_size=step_size
+        )
+        attacks["l2"] = attack_config(
+            eps2, family=family, norm="l2", steps=attacks["linf"].steps, step_size=step_size
+        )
+    budgets = {"clean": 0.0, "linf": float(eps), "l2": eps2}
+
+    if isinstance(directions, str):
+        if directions not in DIRECTION_KINDS:
+            raise BadInput(f"--dirs {directions!r} is not valid; use {', '.join(DIRECTION_KINDS)}")
+        n = count or (4 if directions == "random" else 1)
+        directions = make_directions(
+            directions,
+            model,
+            n,
+            X=X,
+            y=y,
+            seed=seed,
+            hessian_group=hessian_group,
+            results_file=results_file,
+            attack=attacks.get("linf"),
+        )
+    vectors = directions.vectors if isinstance(directions, Directions) else list(directions)
+    if not vectors:
+        raise BadInput("the smoothness profile needs at least one direction")
+    base = named_params(model)
+    vectors = [unit(on_params(v, base)) for v in vectors]
+    seeds = [
+        int(np.random.SeedSequence([seed, j]).generate_state(1)[0]) for j in range(len(vectors))
+    ]
+
+    fields = fields_for(norms)
+    shape = (radii.size,)
+    if grid is not None and (grid.shape != shape or set(grid.arrays) != set(fields)):
+        raise BadInput(f"the grid has shape {grid.shape}; expected {shape} with fields {fields}")
+    arrays = grid.arrays if grid is not None else {f: np.full(shape, np.nan) for f in fields}
+    done = grid.done if grid is not None else np.zeros(shape, dtype=bool)
+    finished = int(done.sum())
+    was_training = model.training
+    model.eval()
+    try:
+        if not done.all():
+            g0 = {
+                (n, j): _adv_gradient(model, base, X, y, attacks[n], seeds[j], batch_size)
+                for n in norms
+                for j in range(len(vectors))
+            }
+        for i, r in enumerate(radii):
+            if done[i]:
+                continue
+            values: dict[str, float] = {}
+            for n in norms:
+                ratios = []
+                for j, u in enumerate(vectors):
+                    g = _adv_gradient(
+                        model, combine(base, (float(r), u)), X, y, attacks[n], seeds[j], batch_size
+                    )
+                    ratios.append(float(torch.linalg.vector_norm(g - g0[(n, j)])) / float(r))
+                values[f"lipschitz_{n}_mean"] = float(np.mean(ratios))
+                values[f"lipschitz_{n}_std"] = (
+                    float(np.std(ratios, ddof=1)) if len(ratios) > 1 else 0.0
+                )
+            if grid is not None:
+                grid.record((i,), values)
+            else:
+                for name, value in values.items():
+                    arrays[name][i] = value
+                done[i] = True
+            finished += 1
+            if progress is not None:
+                progress(finished, radii.size)
+    finally:
+        model.train(was_training)
+        if grid is not None:
+            grid.flush()
+    return Smoothness(
+        radius=radii,
+        done=done.copy(),
+        lipschitz={f: arrays[f].copy() for f in fields},
+        eps={n: budgets[n] for n in norms},
+    )
