@@ -1,0 +1,872 @@
+"""Mode connectivity: a trained Bezier curve between two models (Liu et al. C.2.5, Fig. 15;
+Garipov et al. 2018).
+
+The curve of order n >= 1 joins the endpoints theta_0 (start) and theta_n (end):
+
+    B(t) = sum_i C(n, i) (1 - t)^(n - i) t^i theta_i,   t in [0, 1]        (Liu et al. eq. 30)
+
+(the paper prints C(n, t); it means C(n, i)). The endpoints are fixed; the n - 1 bends are
+initialised on the segment, theta_i = theta_0 + i/n (theta_n - theta_0), and trained to
+minimise E_{t ~ U[0,1]} L_eps(B(t)) with one t per mini-batch, the PGD examples generated at
+B(t). B(t) is a name-keyed parameter dict evaluated by a functional call on one private copy
+of the network (the template), so any architecture works and the endpoint models are never
+touched. An order-1 curve is the straight line: it has no bends and nothing is trained.
+
+BatchNorm. Running statistics are buffers, not points on the curve:
+- training: BN runs in train mode on batch statistics (the attack too, with the running
+  statistics frozen, as in `landscape.train`); the running-stat updates land in the
+  template's own buffers, a scratch set that nothing reads.
+- evaluation: at each t the statistics are re-estimated from fresh buffers by one pass over
+  the training data in train mode, each batch weighted by its size (for equal batches this
+  is torch's momentum=None cumulative average), then the model is evaluated in eval mode.
+  Each running mean is then the mean over the whole data of that layer's input in this
+  batched pass; the running variance is the size-weighted mean of the unbiased batch
+  variances. With `bn_inputs="adv"` the pass sees PGD examples, generated in eval mode at
+  the clean re-estimated statistics so that the attack itself does not feed the new ones.
+  Models without BN skip all of this.
+
+Resuming. Training saves `<curve>.resume.pt` after every epoch (bends, optimizer and RNG
+states); a rerun with the same config and endpoints continues bit-identically on the same
+device. Evaluation records each finished t in a `landscape.store.Grid`. Every t uses the
+same attack seed (common random numbers), so the points do not depend on their order.
+
+Curve file (`torch.load(..., weights_only=True)` reads it): format "landscape-curve",
+version, spec, order, `control_points` {parameter name: tensor (n + 1, *shape)} from
+theta_0 to theta_n, `endpoints` (paths and sha256), `train` (config, epoch, step, history).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import store
+from .attacks import AttackConfig, attack_config, evaluate, perturb
+from .checkpoint import build_from_spec, load_checkpoint, read_checkpoint, sha256_file
+from .data import augment, batches, dataset_info, load_dataset
+from .optim import BatchLoss, StepContext, UpdateRule
+from .params import ParamDict, flatten, functional_forward, named_params
+from .train import Diverged, TrainConfig
+from .util import BadInput, atomic_path, make_generator
+
+CURVE_FORMAT = "landscape-curve"
+CURVE_VERSION = 1
+BN_INPUTS = ("clean", "adv")
+OPTIMIZERS = ("sgd", "adam")
+METRICS = ("train_loss", "train_error", "test_loss", "test_error")
+# What must agree between the endpoints for a curve to join them.
+SPEC_KEYS = ("arch", "width", "activation", "dataset", "input_shape", "num_classes")
+
+
+def default_order(family: str) -> int:
+    """The paper's choice: second order for MNIST pairs, fourth order for CIFAR pairs."""
+    return 2 if family == "mnist-like" else 4
+
+
+def bezier_coefficients(t: float | Tensor, order: int) -> Tensor:
+    """C(n, i) (1 - t)^(n - i) t^i for i = 0..n (eq. 30); they sum to 1 (binomial theorem).
+
+    A float t is computed in float64 on the CPU; a tensor t in its own dtype on its device,
+    so that drawing t during training never waits for the device.
+    """
+    tt = t if isinstance(t, Tensor) else torch.tensor(float(t), dtype=torch.float64)
+    i = torch.arange(order + 1, dtype=tt.dtype, device=tt.device)
+    binom = torch.tensor(
+        [math.comb(order, k) for k in range(order + 1)], dtype=tt.dtype, device=tt.device
+    )
+    return binom * (1 - tt) ** (order - i) * tt**i
+
+
+class BezierCurve(nn.Module):
+    """B(t) over the parameters of `net`: fixed endpoints, trainable bends.
+
+    The control points are flat vectors in the order of `net.named_parameters()`, so a point
+    costs one matrix-vector product; `params_at` splits it back into tensors by name. `net`
+    is the private template: its own parameters are frozen scratch space and its buffers
+    the scratch BN statistics of training. As a module, the curve is the network at B(t)
+    for its current `t` (set once per mini-batch in training).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        start: Mapping[str, Tensor],
+        end: Mapping[str, Tensor],
+        order: int,
+        bends: Tensor | None = None,
+    ):
+        super().__init__()
+        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+            raise BadInput(f"curve order {order!r} must be an integer >= 1")
+        self.order = order
+        self.net = net
+        for p in net.parameters():
+            p.requires_grad_(False)
+        own = dict(net.named_parameters())
+        self.names = list(own)
+        self.shapes = [own[n].shape for n in self.names]
+        self.sizes = [own[n].numel() for n in self.names]
+        for label, point in (("start", start), ("end", end)):
+            missing = [n for n in self.names if n not in point]
+            wrong = [n for n in self.names if n in point and point[n].shape != own[n].shape]
+            if missing or wrong:
+                first = (missing or wrong)[0]
+                raise BadInput(
+                    f"the curve's {label} point does not fit the network: {len(missing)} missing "
+                    f"and {len(wrong)} misshapen parameters (first {first})"
+                )
+        device = next(iter(own.values())).device
+        a = flatten(start, self.names).detach().to(device, torch.float32)
+        b = flatten(end, self.names).detach().to(device, torch.float32)
+        self.register_buffer("start", a)
+        self.register_buffer("end", b)
+        if bends is None:
+            frac = torch.arange(1, order, dtype=torch.float32, device=device) / order
+            bends = a + frac[:, None] * (b - a)
+        self.bends = nn.Parameter(
+            bends.detach().to(device, torch.float32).reshape(order - 1, a.numel())
+        )
+        self.t: float | Tensor = 0.5
+
+    def forward(self, x: Tensor) -> Tensor:
+        return functional_forward(self.net, self.params_at(self.t), x)
+
+    def _split(self, flat: Tensor) -> ParamDict:
+        return {n: v.view(s) for n, v, s in zip(self.names, flat.split(self.sizes), self.shapes)}
+
+    def params_at(self, t: float | Tensor) -> ParamDict:
+        """B(t) by name; differentiable in the bends. B(0), B(1) are the endpoints exactly."""
+        c = bezier_coefficients(t, self.order).to(self.start.device, self.start.dtype)
+        flat = c[0] * self.start + c[-1] * self.end
+        if self.order > 1:
+            flat = torch.addmv(flat, self.bends.t(), c[1:-1])
+        return self._split(flat)
+
+    def line_at(self, t: float | Tensor) -> ParamDict:
+        """The straight line (1 - t) theta_0 + t theta_n, the baseline of Fig. 15."""
+        c = bezier_coefficients(t, 1).to(self.start.device, self.start.dtype)
+        return self._split(c[0] * self.start + c[1] * self.end)
+
+    def control_points(self) -> dict[str, Tensor]:
+        """{name: (n + 1, *shape)} from theta_0 to theta_n, detached."""
+        stacked = torch.cat([self.start[None], self.bends.detach(), self.end[None]])
+        return {
+            n: v.reshape(self.order + 1, *s)
+            for n, v, s in zip(self.names, stacked.split(self.sizes, dim=1), self.shapes)
+        }
+
+    @classmethod
+    def from_control_points(
+        cls, net: nn.Module, points: Mapping[str, Tensor], order: int
+    ) -> BezierCurve:
+        names = [n for n, _ in net.named_parameters()]
+        missing = [n for n in names if n not in points]
+        if missing:
+            raise BadInput(
+                f"the curve has no control points for {missing[0]} (and {len(missing) - 1} more)"
+            )
+        bad = [n for n in names if points[n].shape[0] != order + 1]
+        if bad:
+            raise BadInput(f"control points of {bad[0]} are not {order + 1} (order {order} + 1)")
+        start = {n: points[n][0] for n in names}
+        end = {n: points[n][-1] for n in names}
+        rows = [flatten({n: points[n][i] for n in names}) for i in range(1, order)]
+        return cls(net, start, end, order, torch.stack(rows) if rows else None)
+
+    def load_point(self, params: Mapping[str, Tensor]) -> None:
+        """Copy a point into the template's own parameters (detached), so that code that calls
+        the network directly (the attack's many forward passes) runs without functional calls."""
+        with torch.no_grad():
+            own = dict(self.net.named_parameters())
+            torch._foreach_copy_([own[n] for n in self.names], [params[n] for n in self.names])
+
+
+# ---------------------------------------------------------------------------- endpoints
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Two checkpoints that a curve may join: their parameters, shared spec and hashes."""
+
+    start: ParamDict
+    end: ParamDict
+    spec: dict[str, Any]
+    start_path: str
+    end_path: str
+    start_sha256: str
+    end_sha256: str
+
+
+def load_endpoints(
+    start: str | Path,
+    end: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    arch: str | None = None,
+    width: int | None = None,
+    dataset: str | None = None,
+    activation: str | None = None,
+) -> Endpoints:
+    """Load both checkpoints; refuse a pair that differs in architecture, width, activation
+    or dataset (the options read foreign state_dicts, as in `load_checkpoint`)."""
+    models, specs = [], []
+    for path in (start, end):
+        model, spec = load_checkpoint(
+            path, device, arch=arch, width=width, dataset=dataset, activation=activation
+        )
+        models.append(model)
+        specs.append(spec)
+    for key in SPEC_KEYS:
+        if specs[0].get(key) != specs[1].get(key):
+            raise BadInput(
+                f"{start} has {key}={specs[0].get(key)!r} but {end} has {specs[1].get(key)!r}; "
+                f"a curve joins two models of the same arch, width, activation and dataset"
+            )
+    spec = {k: v for k, v in specs[0].items() if k != "train"}
+    return Endpoints(
+        named_params(models[0]),
+        named_params(models[1]),
+        spec,
+        str(start),
+        str(end),
+        sha256_file(start),
+        sha256_file(end),
+    )
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """Every option of curve training; its JSON form (with the endpoints' hashes) identifies
+    a curve for reuse and resuming. Optimizer and LR schedule are the trainer's."""
+
+    order: int = 2
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_milestones: tuple[float, ...] = ()
+    lr_gamma: float = 0.1
+    lr_final: float | None = None
+    lr_decay_epochs: tuple[float, ...] = ()
+    lr_warmup: float = 0.0
+    eps: float = 0.0
+    norm: str = "linf"
+    pgd_steps: int | None = None
+    pgd_step_size: float | None = None
+    augment: bool = True
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    def trainer(self, spec: Mapping[str, Any]) -> TrainConfig:
+        """The same options as a `TrainConfig`, for the trainer's optimizer and schedules.
+
+        Weight decay there applies to every trainable parameter, which on a curve are the
+        bends only."""
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        own = {k: v for k, v in dataclasses.asdict(self).items() if k in fields}
+        return TrainConfig(
+            dataset=spec["dataset"],
+            arch=spec["arch"],
+            width=spec["width"],
+            activation=spec.get("activation", "relu"),
+            **own,
+        )
+
+    def validate(self, spec: Mapping[str, Any]) -> None:
+        if isinstance(self.order, bool) or not isinstance(self.order, int) or self.order < 1:
+            raise BadInput(f"--order must be an integer >= 1, got {self.order!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise BadInput(
+                f"unknown optimizer {self.optimizer!r} for a curve; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        self.trainer(spec).validate()
+
+
+@dataclass(frozen=True)
+class CurveBatchLoss:
+    """The curve's objective on one mini-batch, in the trainer's `BatchLoss` protocol, so the
+    trainer's `UpdateRule` trains the bends: `attack` draws t ~ U[0, 1] (one per mini-batch)
+    and makes the PGD examples at B(t) in the curve's mode with frozen BN statistics, as the
+    trainer does; `loss` scores them with `objective` under the curve, i.e. at that B(t)."""
+
+    objective: BatchLoss
+    t_generator: torch.Generator
+
+    def attack(self, curve: BezierCurve, x: Tensor, y: Tensor) -> Tensor:
+        curve.t = torch.rand((), generator=self.t_generator, device=curve.start.device)
+        if self.objective.attack_cfg is None:
+            return x
+        with torch.no_grad():
+            curve.load_point(curve.params_at(curve.t))
+        return self.objective.attack(curve.net, x, y)
+
+    def loss(
+        self, forward: Callable[[Tensor], Tensor], x: Tensor, x_adv: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        return self.objective.loss(forward, x, x_adv, y)
+
+    def __call__(self, curve: BezierCurve, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.loss(curve, x, self.attack(curve, x, y), y)
+
+
+@dataclass(frozen=True)
+class CurveTraining:
+    """The outcome of `train_curve`: the curve and how it was obtained."""
+
+    curve: BezierCurve
+    path: Path
+    spec: dict[str, Any]
+    epochs: int
+    steps: int
+    resumed_from_epoch: int
+    reused: bool
+    complete: bool
+    loss: tuple[float, ...]
+    robust_error: tuple[float, ...]
+    elapsed_s: float
+
+
+def _identity(config: CurveConfig, ends: Endpoints) -> str:
+    return store.canonical_config(
+        {
+            "config": config.as_dict(),
+            "start_sha256": ends.start_sha256,
+            "end_sha256": ends.end_sha256,
+        }
+    )
+
+
+def resume_path(curve_out: str | Path) -> Path:
+    return Path(curve_out).with_suffix(".resume.pt")
+
+
+def save_curve(
+    path: str | Path,
+    curve: BezierCurve,
+    spec: Mapping[str, Any],
+    *,
+    endpoints: Mapping[str, str],
+    train: Mapping[str, Any],
+) -> Path:
+    """Write a curve file atomically (plain tensors and data only; see the module docstring)."""
+    payload = {
+        "format": CURVE_FORMAT,
+        "version": CURVE_VERSION,
+        "spec": dict(spec),
+        "order": curve.order,
+        "control_points": {k: v.cpu().clone() for k, v in curve.control_points().items()},
+        "endpoints": dict(endpoints),
+        "train": dict(train),
+    }
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    return target
+
+
+def _read_curve_file(path: str | Path) -> dict[str, Any]:
+    obj = read_checkpoint(path)
+    if not (isinstance(obj, Mapping) and obj.get("format") == CURVE_FORMAT):
+        raise BadInput(f"{path} is not a landscape curve file (made by `landscape connect`)")
+    return obj
+
+
+def is_curve(path: str | Path) -> bool:
+    """Whether `path` is a curve file (a missing or unreadable file is not)."""
+    try:
+        _read_curve_file(path)
+    except BadInput:
+        return False
+    return True
+
+
+def load_curve(path: str | Path, device: str | torch.device = "cpu") -> tuple[BezierCurve, dict]:
+    """A curve file as a `BezierCurve` on `device`, with the file's other contents."""
+    obj = _read_curve_file(path)
+    net = build_from_spec(obj["spec"], device)
+    points = {k: v.to(device) for k, v in obj["control_points"].items()}
+    return BezierCurve.from_control_points(net, points, int(obj["order"])), obj
+
+
+def train_curve(
+    ends: Endpoints,
+    config: CurveConfig,
+    curve_out: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    data_root: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    stop_after_epochs: int | None = None,
+) -> CurveTraining:
+    """Train the bends of a curve between `ends` (or reuse/resume one) and write `curve_out`.
+
+    A curve file (or resume state) with the same config and endpoints is reused (resumed);
+    one with another config is an error unless `overwrite`, which discards it.
+    `stop_after_epochs` ends this call early, as an interruption would, leaving the resume
+    file (for tests and time-boxed jobs).
+    """
+    config.validate(ends.spec)
+    device = torch.device(device)
+    out, resume = Path(curve_out), resume_path(curve_out)
+    identity = _identity(config, ends)
+    meta_ends = {
+        "start": ends.start_path,
+        "start_sha256": ends.start_sha256,
+        "end": ends.end_path,
+        "end_sha256": ends.end_sha256,
+    }
+
+    if out.exists():
+        curve, obj = load_curve(out, device)
+        cfg = obj.get("train", {}).get("config", {})
+        stored = store.canonical_config(
+            {
+                "config": cfg,
+                "start_sha256": obj["endpoints"].get("start_sha256"),
+                "end_sha256": obj["endpoints"].get("end_sha256"),
+            }
+        )
+        if stored == identity:
+            meta = obj["train"]
+            return CurveTraining(
+                curve=curve,
+                path=out,
+                spec=dict(obj["spec"]),
+                epochs=int(meta["epoch"]),
+                steps=int(meta["step"]),
+                resumed_from_epoch=int(meta["epoch"]),
+                reused=True,
+                complete=True,
+                loss=tuple(meta["history"]["loss"]),
+                robust_error=tuple(meta["history"]["robust_error"]),
+                elapsed_s=0.0,
+            )
+        if not overwrite:
+            raise BadInput(
+                f"{out} holds a curve with another config or other endpoints; use another "
+                f"--curve-out or --overwrite"
+            )
+
+    state = None
+    if resume.exists():
+        state = read_checkpoint(resume, map_location=device)
+        if state.get("identity") != identity:
+            if not overwrite:
+                raise BadInput(
+                    f"{resume} holds an unfinished curve with another config or other "
+                    f"endpoints; use another --curve-out or --overwrite"
+                )
+            state = None
+    if overwrite and state is None:
+        resume.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+
+    trainer_cfg = config.trainer(ends.spec)
+    X, y = load_dataset(ends.spec["dataset"], "train", data_root, device)
+    curve = BezierCurve(build_from_spec(ends.spec, device), ends.start, ends.end, config.order)
+    rule = UpdateRule(curve, trainer_cfg)
+    schedule = trainer_cfg.schedule()
+    gens = {
+        "data": make_generator(config.seed + 1, device),
+        "attack": make_generator(config.seed + 2, device),
+        "t": make_generator(config.seed + 3, device),
+    }
+    family = dataset_info(ends.spec["dataset"]).family
+    attack = None
+    if config.eps > 0:
+        attack = attack_config(
+            config.eps,
+            family=family,
+            norm=config.norm,
+            steps=config.pgd_steps,
+            step_size=config.pgd_step_size,
+        )
+    batch_loss = CurveBatchLoss(BatchLoss(attack, gens["attack"]), gens["t"])
+    history: dict[str, list[float]] = {"loss": [], "robust_error": []}
+    start_epoch, step, wall_before = 0, 0, 0.0
+    if state is not None:
+        with torch.no_grad():
+            curve.bends.copy_(state["bends"])
+        rule.load_state_dict(state["rule"])
+        for k, g in gens.items():
+            g.set_state(state["rng"][k].cpu())
+        history = {k: list(v) for k, v in state["history"].items()}
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        wall_before = float(state["wall_time"])
+
+    # An order-1 curve is the line: no bends, nothing to train.
+    epochs = config.epochs if config.order > 1 else 0
+    steps_per_epoch = math.ceil(X.shape[0] / config.batch_size)
+    t_start = time.perf_counter()
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - t_start
+
+    def outcome(path: Path, epochs_done: int, complete: bool) -> CurveTraining:
+        return CurveTraining(
+            curve=curve,
+            path=path,
+            spec=ends.spec,
+            epochs=epochs_done,
+            steps=step,
+            resumed_from_epoch=start_epoch,
+            reused=False,
+            complete=complete,
+            loss=tuple(history["loss"]),
+            robust_error=tuple(history["robust_error"]),
+            elapsed_s=wall(),
+        )
+
+    epochs_run = 0
+    for epoch in range(start_epoch, epochs):
+        curve.train()
+        stream = batches(X, y, config.batch_size, shuffle=True, generator=gens["data"])
+
+        def draw(it: Iterator = stream) -> tuple[Tensor, Tensor] | None:
+            batch = next(it, None)
+            if batch is None:
+                return None
+            xb, yb = batch
+            return (augment(ends.spec["dataset"], xb, gens["data"]) if config.augment else xb), yb
+
+        stats = []
+        for index in range(steps_per_epoch):
+            d = epoch + index / steps_per_epoch
+            lr = schedule.lr_at(d)
+            rule.set_lr(lr)
+            stats += rule.step(draw, StepContext(lr, config.eps, batch_loss, d))
+        host = torch.stack([torch.stack([s.loss, s.robust_error]) for s in stats]).cpu().numpy()
+        if not np.isfinite(host[:, 0]).all():
+            raise Diverged(
+                f"curve training loss became non-finite in epoch {epoch + 1}; lower --lr "
+                f"(the last good state is {resume if resume.exists() else 'the initial segment'})"
+            )
+        history["loss"].append(float(host[:, 0].mean()))
+        history["robust_error"].append(float(host[:, 1].mean()))
+        step += len(stats)
+        finished = epoch + 1
+        state = {
+            "identity": identity,
+            "bends": curve.bends.detach(),
+            "rule": rule.state_dict(),
+            "rng": {k: g.get_state() for k, g in gens.items()},
+            "history": history,
+            "epoch": finished,
+            "step": step,
+            "wall_time": wall(),
+        }
+        with atomic_path(resume) as tmp:
+            torch.save(state, tmp)
+        if progress:
+            progress(
+                finished,
+                epochs,
+                {"loss": history["loss"][-1], "robust_error": history["robust_error"][-1]},
+            )
+        epochs_run += 1
+        if stop_after_epochs is not None and epochs_run >= stop_after_epochs and finished < epochs:
+            return outcome(resume, finished, complete=False)
+
+    train_meta = {
+        "config": config.as_dict(),
+        "epoch": epochs,
+        "step": step,
+        "history": history,
+        "wall_time": wall(),
+    }
+    save_curve(out, curve, ends.spec, endpoints=meta_ends, train=train_meta)
+    resume.unlink(missing_ok=True)
+    return outcome(out, epochs, complete=True)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def estimate_bn(
+    net: nn.Module,
+    params: Mapping[str, Tensor],
+    X: Tensor,
+    y: Tensor | None = None,
+    *,
+    batch_size: int = 500,
+    attack: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """BN running statistics of `net` at `params`, re-estimated on X from fresh buffers.
+
+    One pass in train mode, batches weighted by size (see the module docstring); `attack`,
+    when given, maps each clean batch to the inputs BN should see and runs in eval mode.
+    Returns {buffer name: tensor} for a functional call; {} for a network without BN.
+    The network's own buffers and momenta are left as they were.
+    """
+    bns = [
+        (name, m)
+        for name, m in net.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    ]
+    if not bns:
+        return {}
+    buffers: dict[str, Tensor] = {}
+    for name, m in bns:
+        prefix = f"{name}." if name else ""
+        buffers[prefix + "running_mean"] = torch.zeros_like(m.running_mean)
+        buffers[prefix + "running_var"] = torch.ones_like(m.running_var)
+        buffers[prefix + "num_batches_tracked"] = torch.zeros_like(m.num_batches_tracked)
+    momenta = [m.momentum for _, m in bns]
+    was_training = net.training
+    seen = 0
+    try:
+        for i in range(0, X.shape[0], batch_size):
+            xb = X[i : i + batch_size]
+            if attack is not None:
+                net.eval()
+                xb = attack(xb, y[i : i + batch_size])
+            seen += xb.shape[0]
+            for _, m in bns:
+                m.momentum = xb.shape[0] / seen
+            net.train()
+            with torch.no_grad():
+                functional_forward(net, params, xb, buffers)
+    finally:
+        for (_, m), momentum in zip(bns, momenta):
+            m.momentum = momentum
+        net.train(was_training)
+    return buffers
+
+
+def point_buffers(
+    net: nn.Module,
+    params: Mapping[str, Tensor],
+    X: Tensor,
+    y: Tensor,
+    *,
+    bn_inputs: str = "clean",
+    attack: AttackConfig | None = None,
+    batch_size: int = 500,
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """The BN statistics used to evaluate `params`: clean, or (`bn_inputs="adv"`) on PGD
+    examples generated in eval mode at the clean statistics."""
+    clean = estimate_bn(net, params, X, batch_size=batch_size)
+    if bn_inputs == "clean" or not clean:
+        return clean
+    if attack is None or attack.eps == 0:
+        raise BadInput("--bn-inputs adv needs an attack with eps > 0")
+    gen = make_generator(seed, X.device)
+
+    def adversarial(xb: Tensor, yb: Tensor) -> Tensor:
+        return perturb(
+            lambda x: functional_forward(net, params, x, clean), xb, yb, attack, generator=gen
+        )
+
+    return estimate_bn(net, params, X, y, batch_size=batch_size, attack=adversarial)
+
+
+def check_evaluation(points: int, bn_inputs: str, attack: AttackConfig) -> None:
+    """BadInput for evaluation options that cannot work, before anything is computed."""
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise BadInput(f"--points must be an integer >= 2 (t = 0 and t = 1), got {points!r}")
+    if bn_inputs not in BN_INPUTS:
+        raise BadInput(f"unknown --bn-inputs {bn_inputs!r}; choose one of {', '.join(BN_INPUTS)}")
+    if bn_inputs == "adv" and attack.eps == 0:
+        raise BadInput("--bn-inputs adv needs --eps > 0")
+
+
+def pair_label(start: str | Path, end: str | Path) -> str:
+    """`a-b` from the file stems, or from the folder names when the stems agree (final.pt)."""
+    a, b = Path(start), Path(end)
+    return f"{a.parent.name}-{b.parent.name}" if a.stem == b.stem else f"{a.stem}-{b.stem}"
+
+
+def fields(adversarial: bool) -> list[str]:
+    """The per-t datasets of `/connect/<run>`, curve then straight line."""
+    names = list(METRICS) + ([f"adv_{m}" for m in METRICS] if adversarial else [])
+    return names + [f"line_{n}" for n in names]
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """Metrics along the curve and along the straight line at each t; the group
+    `/connect/<run>`. The `adv_` twins are None when eps = 0; `done` marks finished t."""
+
+    t: np.ndarray
+    train_loss: np.ndarray
+    train_error: np.ndarray
+    test_loss: np.ndarray
+    test_error: np.ndarray
+    line_train_loss: np.ndarray
+    line_train_error: np.ndarray
+    line_test_loss: np.ndarray
+    line_test_error: np.ndarray
+    done: np.ndarray
+    adv_train_loss: np.ndarray | None = None
+    adv_train_error: np.ndarray | None = None
+    adv_test_loss: np.ndarray | None = None
+    adv_test_error: np.ndarray | None = None
+    line_adv_train_loss: np.ndarray | None = None
+    line_adv_train_error: np.ndarray | None = None
+    line_adv_test_loss: np.ndarray | None = None
+    line_adv_test_error: np.ndarray | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+
+def barrier(values: np.ndarray, t: np.ndarray) -> float:
+    """max_t [f(t) - ((1 - t) f(0) + t f(1))]: the largest rise above the chord joining the
+    endpoint values (Garipov et al.; 0 for a path no worse than its endpoints)."""
+    chord = (1 - t) * values[0] + t * values[-1]
+    return float(np.max(values - chord))
+
+
+def barriers(arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Barrier heights and maxima of the training loss and test error, curve and line, from
+    stored arrays: robust (`adv_`) when present, else clean."""
+    t = np.asarray(arrays["t"])
+    robust = "adv_train_loss" in arrays
+    out: dict[str, float] = {}
+    for metric in ("train_loss", "test_error"):
+        key = f"adv_{metric}" if robust else metric
+        for prefix, what in (("", "curve"), ("line_", "line")):
+            values = np.asarray(arrays[prefix + key])
+            out[f"{key}_barrier_{what}"] = barrier(values, t)
+            out[f"{key}_max_{what}"] = float(np.max(values))
+    return out
+
+
+def connect(
+    curve: BezierCurve,
+    train_data: tuple[Tensor, Tensor],
+    test_data: tuple[Tensor, Tensor],
+    attack: AttackConfig,
+    *,
+    points: int = 61,
+    bn_inputs: str = "clean",
+    bn_data: tuple[Tensor, Tensor] | None = None,
+    batch_size: int = 500,
+    seed: int = 0,
+    grid: store.Grid | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stop_after_points: int | None = None,
+) -> Connectivity:
+    """Loss and error along the curve and along the straight line at `points` values of t
+    (Liu et al. C.2.5, Fig. 15), in eval mode with BN re-estimated at each t on `bn_data`
+    (default: `train_data`).
+
+    With a `grid`, finished points persist as they finish and are skipped on a rerun.
+    `stop_after_points` ends early (as an interruption would); the result is then partial.
+    """
+    check_evaluation(points, bn_inputs, attack)
+    names = fields(attack.eps > 0)
+    if grid is not None and (grid.shape != (points,) or set(grid.arrays) != set(names)):
+        raise ValueError(f"the grid must have shape ({points},) and fields {names}")
+    ts = np.linspace(0.0, 1.0, points)
+    values = grid.arrays if grid is not None else {n: np.full(points, np.nan) for n in names}
+    done = grid.done if grid is not None else np.zeros(points, dtype=bool)
+    pending = [i for (i,) in grid.pending()] if grid is not None else list(range(points))
+    X_bn, y_bn = bn_data if bn_data is not None else train_data
+    net = curve.net
+    try:
+        for count, i in enumerate(pending):
+            if stop_after_points is not None and count >= stop_after_points:
+                break
+            row: dict[str, float] = {}
+            for prefix, at in (("", curve.params_at), ("line_", curve.line_at)):
+                with torch.no_grad():
+                    params = at(float(ts[i]))
+                stats = point_buffers(
+                    net,
+                    params,
+                    X_bn,
+                    y_bn,
+                    bn_inputs=bn_inputs,
+                    attack=attack,
+                    batch_size=batch_size,
+                    seed=seed,
+                )
+                net.eval()
+                for split, (X, y) in (("train", train_data), ("test", test_data)):
+                    ev = evaluate(
+                        lambda x, p=params, s=stats: functional_forward(net, p, x, s),
+                        X,
+                        y,
+                        attack,
+                        batch_size=batch_size,
+                        seed=seed,
+                    )
+                    row[f"{prefix}{split}_loss"] = ev.clean_loss
+                    row[f"{prefix}{split}_error"] = ev.clean_error
+                    if attack.eps > 0:
+                        row[f"{prefix}adv_{split}_loss"] = ev.adv_loss
+                        row[f"{prefix}adv_{split}_error"] = ev.adv_error
+            if grid is not None:
+                grid.record((i,), row)
+            else:
+                for k, v in row.items():
+                    values[k][i] = v
+                done[i] = True
+            if progress:
+                progress(int(done.sum()), points)
+    finally:
+        if grid is not None:
+            grid.flush()
+    return Connectivity(t=ts, done=done.copy(), **{k: v.copy() for k, v in values.items()})
+
+
+def point_model(
+    path: str | Path,
+    t: float | None,
+    device: str | torch.device = "cpu",
+    *,
+    data_root: str | Path | None = None,
+    dataset: str | None = None,
+    batch_size: int = 500,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The network at B(t) of a curve file, in eval mode, its BN statistics re-estimated at
+    t on the clean training split; and a spec whose `train` entry is the curve's training
+    metadata (so its eps and norm are the defaults of `landscape eval`)."""
+    if t is None:
+        raise BadInput(f"{path} is a curve; choose a point on it with --t in [0, 1]")
+    if not 0.0 <= t <= 1.0:
+        raise BadInput(f"--t {t} lies outside the curve; choose t in [0, 1]")
+    curve, obj = load_curve(path, device)
+    spec = dict(obj["spec"])
+    if dataset is not None and dataset != spec["dataset"]:
+        raise BadInput(f"{path} is a curve on {spec['dataset']!r}, not on {dataset!r}")
+    net = curve.net
+    with torch.no_grad():
+        params = curve.params_at(t)
+    stats: dict[str, Tensor] = {}
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        X, _ = load_dataset(spec["dataset"], "train", data_root, device)
+        stats = estimate_bn(net, params, X, batch_size=batch_size)
+    curve.load_point(params)
+    with torch.no_grad():
+        for name, buf in net.named_buffers():
+            if name in stats:
+                buf.copy_(stats[name])
+    net.eval()
+    return net, {**spec, "train": obj.get("train", {})}
