@@ -10,7 +10,8 @@ Layout of an output folder:
 
 Resuming restarts from the last finished epoch with the saved RNG and optimizer
 states, so an interrupted run ends bit-identical to an uninterrupted one on the same
-device.
+device. The update rules (SGD, Adam, EntropySGD and its second-order variant, AWP) and
+the objectives (PGD cross-entropy, TRADES) live in `optim.py`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import store
-from .attacks import attack_config, evaluate, frozen_batchnorm_stats, perturb
+from .attacks import attack_config, evaluate
 from .checkpoint import build_from_spec, model_spec, read_checkpoint, save_checkpoint
 from .data import augment, batches, dataset_info, load_dataset
+from .optim import LOSSES, RULES, BatchLoss, BatchStats, StepContext, UpdateRule
 from .params import global_norm
 from .schedules import EpsSchedule, LrSchedule, Periods, Schedule
 from .util import BadInput, atomic_path, make_generator
@@ -47,7 +48,7 @@ TRACE_COLUMNS = (
     "distance_from_init",
 )
 EVAL_COLUMNS = ("epoch", "wall_time", "clean_error", "robust_error", "clean_loss", "robust_loss")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = tuple(RULES)
 
 
 class Diverged(RuntimeError):
@@ -69,6 +70,15 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
+    entropy_gamma: float = 0.03
+    entropy_noise: float = 1e-4
+    inner_lr: float = 0.1
+    langevin_steps: int = 20
+    mean_alpha: float = 0.75
+    awp_gamma: float = 0.0
+    awp_warmup: int = 0
+    loss: str = "ce"
+    trades_beta: float = 6.0
     lr_schedule: str = "constant"
     lr_milestones: tuple[float, ...] = ()
     lr_gamma: float = 0.1
@@ -125,6 +135,24 @@ class TrainConfig:
             raise BadInput(f"--save-epochs {list(self.save_epochs)} must lie in 1..{self.epochs}")
         if self.weight_decay < 0:
             raise BadInput(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.loss not in LOSSES:
+            raise BadInput(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.langevin_steps < 1:
+            raise BadInput(f"--langevin-steps must be >= 1, got {self.langevin_steps}")
+        if not 0 < self.mean_alpha <= 1:
+            raise BadInput(f"--mean-alpha must lie in (0, 1], got {self.mean_alpha}")
+        if self.awp_warmup < 0:
+            raise BadInput(f"--awp-warmup must be >= 0 epochs, got {self.awp_warmup}")
+        for flag, value in (("--gamma", self.entropy_gamma), ("--inner-lr", self.inner_lr)):
+            if not (math.isfinite(value) and value > 0):
+                raise BadInput(f"{flag} must be a finite number > 0, got {value}")
+        for flag, value in (
+            ("--noise", self.entropy_noise),
+            ("--awp", self.awp_gamma),
+            ("--beta", self.trades_beta),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise BadInput(f"{flag} must be a finite number >= 0, got {value}")
         self.schedule()
         attack_config(
             self.eps,
@@ -135,84 +163,10 @@ class TrainConfig:
         )
 
 
-@dataclass
-class BatchStats:
-    """One trace row's measured values, kept on the device until the epoch ends."""
-
-    loss: Tensor
-    robust_error: Tensor
-    grad_norm: Tensor
-
-
-@dataclass
-class StepContext:
-    """What an update rule needs from the loop for one step."""
-
-    lr: float
-    eps: float
-    batch_loss: Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
-
-
-class UpdateRule:
-    """Plain first-order training: one mini-batch, one optimizer step.
-
-    Rules that consume several mini-batches per step (EntropySGD) or reshape the
-    gradient (AWP) subclass this and override `step`.
-    """
-
-    def __init__(self, model: nn.Module, config: TrainConfig):
-        self.model = model
-        params = [p for p in model.parameters() if p.requires_grad]
-        if config.optimizer == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                params,
-                lr=config.lr,
-                momentum=config.momentum,
-                nesterov=config.nesterov,
-                weight_decay=config.weight_decay,
-            )
-        else:
-            self.optimizer = torch.optim.Adam(
-                params, lr=config.lr, weight_decay=config.weight_decay
-            )
-
-    def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def step(
-        self, draw: Callable[[], tuple[Tensor, Tensor] | None], ctx: StepContext
-    ) -> list[BatchStats]:
-        batch = draw()
-        if batch is None:
-            return []
-        x, y = batch
-        loss, wrong = ctx.batch_loss(self.model, x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = global_norm(
-            {n: p.grad for n, p in self.model.named_parameters() if p.grad is not None}
-        )
-        self.optimizer.step()
-        return [BatchStats(loss.detach(), wrong, grad_norm)]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-
-
-RULES: dict[str, Callable[[nn.Module, TrainConfig], UpdateRule]] = {
-    "sgd": UpdateRule,
-    "adam": UpdateRule,
-}
-
-
 def make_batch_loss(
     family: str, config: TrainConfig, generator: torch.Generator
-) -> Callable[[float], Callable]:
-    """For a given eps, the function (model, x, y) -> (mean adversarial loss, batch error rate).
+) -> Callable[[float], BatchLoss]:
+    """For a given eps, the run's objective on a mini-batch (see `optim.BatchLoss`).
 
     The attack runs on the model in train mode with frozen BN statistics, using the
     iteration count of the target eps for the whole run (constant cost per step).
@@ -225,7 +179,7 @@ def make_batch_loss(
         step_size=config.pgd_step_size,
     )
 
-    def at_eps(eps: float) -> Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]:
+    def at_eps(eps: float) -> BatchLoss:
         cfg = None
         if eps > 0:
             cfg = attack_config(
@@ -235,17 +189,7 @@ def make_batch_loss(
                 steps=target.steps,
                 step_size=config.pgd_step_size,
             )
-
-        def batch_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            if cfg is not None:
-                with frozen_batchnorm_stats(model):
-                    x = perturb(model, x, y, cfg, generator=generator)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            wrong = (logits.detach().argmax(1) != y).float().mean()
-            return loss, wrong
-
-        return batch_loss
+        return BatchLoss(cfg, generator, config.loss, config.trades_beta)
 
     return at_eps
 
@@ -339,7 +283,7 @@ def train(
         "data": make_generator(config.seed + 1, device),
         "attack": make_generator(config.seed + 2, device),
     }
-    rule = RULES[config.optimizer](model, config)
+    rule: UpdateRule = RULES[config.optimizer](model, config)
     schedule = config.schedule()
     at_eps = make_batch_loss(info.family, config, gens["attack"])
     rows: dict[str, list[float]] = {k: [] for k in TRACE_COLUMNS}
@@ -413,12 +357,13 @@ def train(
             lr, eps = schedule.lr_at(d), schedule.eps_at(d)
             rule.set_lr(lr)
             dist = global_norm({k: p.detach() - theta0[k] for k, p in model.named_parameters()})
-            produced = rule.step(draw, StepContext(lr, eps, at_eps(eps)))
+            first = index
+            produced = rule.step(draw, StepContext(lr, eps, at_eps(eps), d))
             if not produced:
                 break
-            for s in produced:
+            for k, s in enumerate(produced):
                 epoch_stats.append((s, dist))
-                epoch_meta.append((epoch + (index - 1) / steps_per_epoch, eps, lr))
+                epoch_meta.append((epoch + (first + k) / steps_per_epoch, eps, lr))
         host = (
             torch.stack(
                 [
