@@ -134,3 +134,28 @@ def test_make_directions_validates_kind_and_inputs():
         make_directions("eigen", model, 1, hessian_group="/hessian/run")
     dset = make_directions("filter", model, 2, seed=7, orthogonal=True)
     assert len(dset.vectors) == 2 and float(inner(*dset.vectors)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_eigen_directions_from_a_stored_group_match_the_computed_ones(digits_run, tmp_path):
+    from landscape.curvature import hvp
+    from landscape.data import load_dataset
+    from landscape.hessian import hessian, store_hessian
+    from landscape.store import provenance
+
+    model, spec = load_checkpoint(digits_run / "final.pt")
+    X, y = load_dataset("digits", "train")
+    X, y = X[:40], y[:40]
+    res = hessian(model, X, y, 0.0, top=2, random_samples=0, save_vectors=True, spec=spec)
+    out = tmp_path / "r.h5"
+    store_hessian(out, "/hessian/run", res, provenance(command="test", config={}))
+    stored = make_directions("eigen", model, 2, hessian_group="/hessian/run", results_file=out)
+    computed = make_directions("eigen", model, 2, X=X, y=y)
+    for s, c, lam in zip(stored.vectors, computed.vectors, res.eigenvalues):
+        assert set(s) == set(named_params(model))
+        assert float(global_norm(s)) == pytest.approx(1.0, abs=1e-5)
+        assert abs(float(inner(s, c))) == pytest.approx(1.0, abs=1e-3)  # the same up to sign
+        hv = hvp(model, X, y, s)
+        resid = global_norm({k: hv[k] - lam * s[k] for k in s})
+        assert float(resid) < 1e-2 * abs(lam)
+    with pytest.raises(BadInput, match="holds 2 eigenvectors; 3 needed"):
+        make_directions("eigen", model, 3, hessian_group=f"{out}:/hessian/run")
