@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -121,24 +120,29 @@ class Runner:
 
     def model(self, plan: Mapping[str, Any], model_id: str) -> Path:
         """Train (or reuse) the model `model_id`; returns its folder."""
-        from .train import TrainConfig, train
-
         table = {**self.shared_models, **plan.get("models", {})}
         if model_id not in table:
             raise BadInput(
                 f"model id {model_id!r} is defined neither in the recipe nor in models.toml"
             )
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in table[model_id].items()}
-        config = TrainConfig(**fields)
+        return self.trained(table[model_id], model_id)
+
+    def trained(self, fields: Mapping[str, Any], label: str) -> Path:
+        """Train (or reuse) the model of these TrainConfig fields; returns its folder."""
+        from .train import TrainConfig, train
+
+        config = TrainConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        )
         folder = model_dir(self.runs, config.as_dict())
         if not (folder / "final.pt").exists():
-            self.log(f"  train {model_id} -> {folder}")
+            self.log(f"  train {label} -> {folder}")
         train(
             config,
             folder,
             device=self.device,
             data_root=self.data_root,
-            command=f"landscape figures ({model_id})",
+            command=f"landscape figures ({label})",
         )
         return folder
 
@@ -251,74 +255,67 @@ def collect_evals(
 def collect_sweep(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
 ) -> None:
-    """Final test errors of model series against one config key (Liu Fig. 4, 13, 14).
+    """Final test errors of model series against one setting (Liu Fig. 4, 13, 14).
 
-    `series = {label = [ids]}`, `x = "lr"` (or "width"); models with the same x (seeds)
-    give the mean and std.
+    Each series is `base` plus its overrides, trained at every value of `x` (a
+    TrainConfig field such as `lr` or `width`) for every seed; seeds give mean and std.
     """
-    key = step["x"]
-    xs: set[float] = set()
-    per_series: dict[str, dict[float, list[tuple[float, float]]]] = {}
-    for label, ids in step["series"].items():
-        for model_id in ids:
-            meta = _final_metrics(runner.model(plan, model_id))
-            x = float(meta["config"][key])
-            xs.add(x)
-            m = meta["metrics"]
-            per_series.setdefault(label, {}).setdefault(x, []).append(
-                (m["test_clean_error"], m["test_robust_error"])
-            )
-    grid = np.array(sorted(xs))
-    arrays: dict[str, Any] = {"x": grid}
-    for label, points in per_series.items():
-        for j, metric in enumerate(("clean_error", "robust_error")):
-            vals = [np.array([p[j] for p in points.get(x, [])]) for x in grid]
-            arrays[f"{label}_{metric}_mean"] = np.array(
-                [v.mean() if v.size else np.nan for v in vals]
-            )
-            arrays[f"{label}_{metric}_std"] = np.array(
-                [v.std() if v.size else np.nan for v in vals]
-            )
-    attrs = _provenance("landscape figures (sweep)", {"x": key, "series": step["series"]})
-    attrs["x_key"], attrs["series"] = key, json.dumps(list(per_series))
-    attrs["baseline"] = float(step.get("baseline", math.nan))
+    key, values, seeds = step["x"], list(step["values"]), list(step.get("seeds", [0]))
+    arrays: dict[str, Any] = {"x": np.array(values, dtype=float)}
+    for label, overrides in step["series"].items():
+        errors = np.full((len(values), len(seeds), 2), np.nan)
+        for i, value in enumerate(values):
+            for j, seed in enumerate(seeds):
+                fields = {**step["base"], **overrides, key: value, "seed": seed}
+                m = _final_metrics(
+                    runner.trained(fields, f"{step['name']}/{label}/{key}={value}/seed={seed}")
+                )["metrics"]
+                errors[i, j] = (m["test_clean_error"], m["test_robust_error"])
+        for k, metric in enumerate(("clean_error", "robust_error")):
+            arrays[f"{label}_{metric}_mean"] = errors[:, :, k].mean(1)
+            arrays[f"{label}_{metric}_std"] = errors[:, :, k].std(1)
+    attrs = _provenance(
+        "landscape figures (sweep)", {k: v for k, v in step.items() if k != "collect"}
+    )
+    attrs["x_key"], attrs["series"] = key, json.dumps(list(step["series"]))
     store.write_group(results, f"/sweep/{step['name']}", arrays, attrs, overwrite=True)
 
 
 def collect_table(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
 ) -> None:
-    """Clean and robust test error per row (a model, or an ensemble of snapshots) under one attack.
+    """Clean and robust test error per row under one attack (Liu Table 1; Kanai Tables 1, 3).
 
-    `rows = {label = id}` or `{label = [id, "period_*"]}` for a snapshot ensemble;
-    `eps`, `norm`, `pgd_steps` set the attack (Liu Table 1; Kanai Tables 1, 3: PGD-20).
+    A row is `base` plus overrides; `ensemble = "period_*"` in a row evaluates the
+    snapshot ensemble of those checkpoints instead of `final.pt`. `eps`, `norm` and
+    `pgd_steps` set the attack.
     """
     from .attacks import attack_config, evaluate
     from .checkpoint import load_checkpoint
     from .data import dataset_info, load_dataset
     from .util import resolve_device
 
-    device = resolve_device(runner.device)
-    labels, clean, robust = [], [], []
     config = {k: v for k, v in step.items() if k != "collect"}
     group = f"/table/{step['name']}"
     if results.exists() and store.find_complete(results, group, config, overwrite=True):
         return
-    for label, entry in step["rows"].items():
-        model_id, pattern = (entry, None) if isinstance(entry, str) else (entry[0], entry[1])
-        folder = runner.model(plan, model_id)
-        paths = sorted(folder.glob(pattern)) if pattern else [folder / "final.pt"]
-        models = [load_checkpoint(p, device)[0] for p in paths]
-        spec = load_checkpoint(paths[0], device)[1]
-        X, y = load_dataset(spec["dataset"], "test", runner.data_root, device)
+    device = resolve_device(runner.device)
+    labels, clean, robust = [], [], []
+    for label, row in step["rows"].items():
+        fields = {k: v for k, v in {**step.get("base", {}), **row}.items() if k != "ensemble"}
+        folder = runner.trained(fields, f"{step['name']}/{label}")
+        paths = sorted(folder.glob(row["ensemble"])) if "ensemble" in row else [folder / "final.pt"]
+        loaded = [load_checkpoint(p, device) for p in paths]
+        dataset = loaded[0][1]["dataset"]
+        X, y = load_dataset(dataset, "test", runner.data_root, device)
         n = int(step.get("samples", X.shape[0]))
         cfg = attack_config(
             float(step["eps"]),
-            family=dataset_info(spec["dataset"]).family,
+            family=dataset_info(dataset).family,
             norm=step.get("norm", "linf"),
             steps=step.get("pgd_steps"),
         )
-        ev = evaluate(models, X[:n], y[:n], cfg)
+        ev = evaluate([m for m, _ in loaded], X[:n], y[:n], cfg)
         labels.append(label)
         clean.append(ev.clean_error)
         robust.append(ev.adv_error)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -34,9 +33,6 @@ def render(groups: Sequence[Group]) -> list[Figure]:
                     x=x, y=mean, error_y={"array": std}, name=label, line={"color": color(i)}
                 )
             )
-        baseline = float(g.attrs.get("baseline", math.nan))
-        if math.isfinite(baseline):
-            ax.axhline(baseline, color=color(0), lw=1, ls=":", label="best eps warmup")
         if key == "lr":
             ax.set_xscale("log")
             web.update_xaxes(type="log")
