@@ -1415,6 +1415,53 @@ def hessian_cmd(
     summary(f"hessian -> {out}", rows, as_json)
 
 
+@cli.command(name="toy")
+@click.argument("figure", type=click.Choice(["kanai-fig2", "kanai-fig4-5", "liu-fig5", "liu-thm1", "all"]))
+@click.option("--out", type=click.Path(dir_okay=False), default="results.h5", show_default=True)
+@click.option("--grid", type=click.IntRange(min=3), default=101, show_default=True, help="Points per θ axis.")
+@click.option("--eps", "eps_list", type=EPS, multiple=True,
+              help="Kanai: the budget (0.6); liu-fig5: band budgets (0.6 1.2); liu-thm1: training budgets.")
+@click.option("--gamma", type=float, default=1.0, show_default=True, help="EntropySGD γ of −F(θ) (Kanai eq. 10).")
+@click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True,
+              help="kanai-fig4-5: N Gaussian points.")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True,
+              help="liu-thm1: attack norm.")
+@click.option("--pgd-steps", type=click.IntRange(min=0), default=None, help="kanai-fig2 swish PGD iterations (100).")
+@click.option("--pgd-step-size", type=float, default=None, help="kanai-fig2 swish PGD step (2.5 eps / steps).")
+@click.option("--train-steps", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="liu-thm1: gradient-descent steps.")
+@click.option("--overwrite", is_flag=True, help="Replace a stored figure computed with another config.")
+@common
+def toy_cmd(figure: str, out: str, eps_list: tuple[float, ...], overwrite: bool, device: str, seed: int,
+            as_json: bool, debug: bool, **opts: Any) -> None:
+    """Theory figures from closed forms and scipy (Kanai Fig. 2, 4-5; Liu Fig. 5, Thm. 1) into /toy/FIGURE."""
+    import time
+
+    from .store import find_complete, provenance, read_group, write_group
+    from .toy import FIGURES, toy, toy_options
+
+    dev = resolve_device(device)
+    names = FIGURES if figure == "all" else (figure,)
+    plans = [toy_options(f, eps=list(eps_list) or None, seed=seed, **opts) for f in names]
+    cached = [find_complete(out, f"/toy/{c['figure']}", c, overwrite=overwrite) for c in plans]
+    rows: dict[str, Any] = {"out": out}
+    with progress_bar(len(plans), "toy") as bar:
+        task = bar.add_task("toy", total=len(plans), info="")
+        for config, hit in zip(plans, cached):
+            group = f"/toy/{config['figure']}"
+            if not hit:
+                start = time.perf_counter()
+                res = toy(config["figure"], device=dev, **config)
+                attrs = provenance(command=command_line(), config=config, device=str(dev), seed=seed,
+                                   elapsed_s=time.perf_counter() - start)
+                write_group(out, group, res.arrays(), {**attrs, **res.attrs()}, dims=res.dims(), overwrite=overwrite)
+            stored = read_group(out, group)[1]
+            rows[group] = {"cached": hit, "elapsed_s": round(float(stored["elapsed_s"]), 2),
+                           **({"threshold": float(stored["threshold"])} if "threshold" in stored else {})}
+            bar.advance(task)
+    summary(f"toy -> {out}", rows, as_json)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 on success, 2 on bad input, 1 on internal errors."""
     args = sys.argv[1:] if argv is None else argv
