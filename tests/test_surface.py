@@ -245,9 +245,25 @@ def test_cli_surface_end_to_end_and_plots(digits_run, tmp_path):
         )
         == 0
     )
+    assert (
+        run_cli(
+            "surface",
+            ckpt,
+            "--dirs",
+            "eigen",
+            "--dim",
+            2,
+            "--range",
+            "-0.5:0.5:3",
+            "--orthogonalize",
+            *common,
+        )
+        == 0
+    )
     with h5py.File(out) as f:
         names = sorted(f["surface"])
         assert names == [
+            "final_dirseigen_dim2d_eps0",
             "final_dirsfilter_dim1d_eps0",
             "final_dirsfilter_dim1d_eps0.05",
             "final_dirsfilter_dim2d_eps0",
