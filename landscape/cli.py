@@ -1426,8 +1426,8 @@ def hessian_cmd(
               help="kanai-fig4-5: N Gaussian points.")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True,
               help="liu-thm1: attack norm.")
-@click.option("--pgd-steps", type=click.IntRange(min=0), default=None, help="kanai-fig2 swish PGD iterations (100).")
-@click.option("--pgd-step-size", type=float, default=None, help="kanai-fig2 swish PGD step (2.5 eps / steps).")
+@click.option("--pgd-steps", type=click.IntRange(min=0), default=None, help="kanai-fig2 swish PGD iterations (200).")
+@click.option("--pgd-step-size", type=float, default=None, help="kanai-fig2 swish PGD step (5 eps / steps).")
 @click.option("--train-steps", type=click.IntRange(min=1), default=2000, show_default=True,
               help="liu-thm1: gradient-descent steps.")
 @click.option("--overwrite", is_flag=True, help="Replace a stored figure computed with another config.")
