@@ -216,15 +216,22 @@ class EntropySGD(UpdateRule):
         theta' <- theta' - eta' (grad l(theta') + gamma (theta' - theta)) + sqrt(eta') eps_E N(0, I)
         mu     <- (1 - alpha) mu + alpha theta'                      (mu starts at theta)
 
-    then restores theta exactly and hands the gradient of -F (eq. 11), gamma (theta - mu), to
-    SGD with the run's lr (eta), momentum, Nesterov flag and weight decay. Alg. 1's line 10
-    has a sign typo: the inner step descends the loss, as in Chaudhari et al. Alg. 1. An
-    epoch is still one pass over the data, so it has about n_batches / L outer steps; the
-    last one of an epoch runs on the batches left (fewer than L), so no state crosses an
-    epoch. eta' is constant (the LR schedule drives eta). Running means are kept of the
-    deviation theta' - theta, which is the same arithmetic shifted by theta but spares fp32
-    the cancellation of theta - mu. Noise comes from a generator on the model's device
-    seeded with seed + 3.
+    alpha weighs the newest theta' (Alg. 1 line 12; Chaudhari et al.'s code puts its 0.75 on
+    the old mean instead). The rule then restores theta exactly and hands the gradient of
+    -F (eq. 11), gamma (theta - mu), to SGD with the run's lr (eta), momentum, Nesterov flag
+    and weight decay. Alg. 1's line 10 has a sign typo: the inner step descends the loss,
+    as in Chaudhari et al. Alg. 1. An epoch is still one pass over the data, so it has
+    about n_batches / L outer steps; the last one of an epoch runs on the batches left
+    (fewer than L), so no state crosses an epoch. eta' is constant (the LR schedule drives
+    eta). Running means are kept of the deviation theta' - theta, which is the same
+    arithmetic shifted by theta but spares fp32 the cancellation of theta - mu. Noise comes
+    from a generator on the model's device seeded with seed + 3. Each trace row is one
+    Langevin step: loss, error and ||grad l|| at theta' (+ v with AWP).
+
+    Scale: with eq. 11's gamma the step is eta gamma (theta - mu), gamma times the step of
+    Chaudhari et al.'s code (which hands theta - mu to SGD) and of Alg. 1 line 18 at zero
+    variance (h = 1/gamma). The paper's eta = 0.1 with gamma = 0.03 belongs to that
+    convention; here it is --lr 0.1/0.03 (or entropy-sgd2 at --lr 0.1).
     """
 
     second_order = False

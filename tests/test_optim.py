@@ -436,7 +436,6 @@ def test_cli_trains_entropy_sgd_with_awp_and_trades(tmp_path, capsys):
 METHODS = {
     "AT": dict(optimizer="sgd", lr=0.05),
     "AT+EnSGD": dict(optimizer="entropy-sgd", lr=1.0, entropy_gamma=1.0, langevin_steps=5),
-    "AT+2ndEnSGD": dict(optimizer="entropy-sgd2", lr=1.0, entropy_gamma=1.0, langevin_steps=5),
     "AWP": dict(optimizer="sgd", lr=0.05, awp_gamma=0.01),
     "AWP+EnSGD": dict(
         optimizer="entropy-sgd", lr=1.0, entropy_gamma=1.0, langevin_steps=5, awp_gamma=0.005
@@ -448,10 +447,12 @@ METHODS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_beats_the_constant_classifier(tmp_path, method):
-    """Digits, LeNet w=4, 3 epochs at eps 0.1: robust test error well below 0.9."""
+    """Digits, LeNet w=4, 4 epochs at eps 0.1: robust test error clearly below the constant
+    classifier's 0.9 (measured 0.31-0.65). EntropySGD runs with gamma = 1 and lr = 1 (see
+    `optim.EntropySGD`: the E.1 values move theta gamma times slower)."""
     r = train(
-        TrainConfig(arch="lenet", width=4, epochs=3, eps=0.1, **METHODS[method]),
+        TrainConfig(arch="lenet", width=4, epochs=4, eps=0.1, **METHODS[method]),
         tmp_path,
         device="cpu",
     )
-    assert r.test_robust_error < 0.8 and r.test_clean_error < 0.8
+    assert r.test_robust_error < 0.75 and r.test_clean_error < 0.6
