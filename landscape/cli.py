@@ -1076,7 +1076,10 @@ def smoothness_cmd(
     debug: bool,
     **data: Any,
 ) -> None:
-    """Gradient-Lipschitz profile ||grad L(theta + r u) - grad L(theta)|| / r: clean, L-inf, L2."""
+    """Gradient-Lipschitz profile ||grad L(theta + r u) - grad L(theta)|| / r: clean, L-inf, L2.
+
+    --eps is the L-inf budget; the L2 budget follows --l2-match (or --l2-eps); --norm is
+    not used (both norms are profiled). Eigen directions are those of the L-inf L_eps."""
     from .attacks import attack_config
     from .smoothness import fields_for, smoothness
     from .surface import parse_range
