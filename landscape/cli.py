@@ -850,7 +850,7 @@ def surface_cmd(
     xs = parse_range(xrange)
     ys = parse_range(yrange or xrange, "--yrange") if dim == 2 else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    family = "mnist-like" if inputs.X.shape[1] == 1 else "cifar-like"
+    family = inputs.family
     shape = (len(xs),) if ys is None else (len(xs), len(ys))
     rows = {}
     for eps, run in _eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d"):
@@ -969,7 +969,7 @@ def cosine_cmd(
 
     alphas = parse_range(arange)
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    family = "mnist-like" if inputs.X.shape[1] == 1 else "cifar-like"
+    family = inputs.family
     rows = {}
     for eps, run in _eps_runs(checkpoint, name, eps_list, norm=norm):
         attack = attack_config(
@@ -1087,7 +1087,7 @@ def smoothness_cmd(
     rs = parse_range(radii, "--radii", log=True)
     chosen = tuple(n.strip() for n in norms.split(",") if n.strip()) if norms is not None else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    family = "mnist-like" if inputs.X.shape[1] == 1 else "cifar-like"
+    family = inputs.family
     rows = {}
     for eps, run in _eps_runs(checkpoint, name, eps_list, dirs=dirs):
         attack = attack_config(

@@ -57,6 +57,8 @@ def select_params(model: nn.Module, globs: Sequence[str] | None = None) -> list[
     A glob that matches nothing is a BadInput, so a typo never silently shrinks the subset.
     """
     names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if not names:
+        raise BadInput("the model has no trainable parameters to take a Hessian over")
     if not globs:
         return names
     for pattern in globs:
@@ -127,7 +129,7 @@ class HessianOperator:
             raise ValueError(
                 f"expected a tensor with {self.dim} rows and {ndim} dims, got {tuple(v.shape)}"
             )
-        return v.to(self.device, self.dtype)
+        return v.to(self.device, self.dtype).contiguous()
 
     def _split_columns(self, cols: Tensor) -> ParamDict:
         """(dim, k) columns as {name: (k, *shape)}, the layout vmap maps over."""

@@ -176,10 +176,12 @@ def hessian(
 ) -> HessianResult:
     """Top-`top` Hessian eigenpairs of L_eps at the model's parameters (Liu et al. 4.2).
 
-    `attack` overrides the papers' PGD defaults for the data family (from `spec`, else
-    guessed from the channel count). `params` are name globs (fnmatch) restricting the
-    Hessian to a sub-block; `spec` (from the checkpoint) is needed for the random
-    initializations of the loss scale unless `random_samples` is 0. `trace` adds
+    The examples are attacked once at theta with PGD seeded by `seed` (eps 0: clean);
+    `attack` (same eps; it sets the norm and steps) replaces the papers' defaults for the
+    data family (from `spec`, else guessed from the channel count). `params` are name
+    globs (fnmatch) restricting the Hessian to a sub-block. `spec` (the checkpoint's) is
+    needed for the random initializations of the loss scale unless `random_samples` is
+    0. `method` and `tol` are those of `curvature.top_eigenpairs`. `trace` adds
     Hutchinson's estimate (100 probes), `density` an SLQ density (4 probes x 80 steps).
     """
     start = time.perf_counter()

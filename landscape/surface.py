@@ -180,12 +180,17 @@ def point_losses(
 def _stacked_losses(
     model: nn.Module, stacked: Mapping[str, Tensor], X: Tensor, y: Tensor, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean clean loss and error at P stacked parameter sets, one vmapped forward per batch."""
+    """Mean clean loss and error at P stacked parameter sets by vmapped forwards.
+
+    Each call sees `batch_size` examples in all (P points x batch_size / P), so memory
+    does not grow with P.
+    """
     points = next(iter(stacked.values())).shape[0]
+    chunk = max(1, batch_size // points)
     total = torch.zeros(points, 2, dtype=torch.float64, device=X.device)
     with torch.no_grad():
-        for i in range(0, X.shape[0], batch_size):
-            xb, yb = X[i : i + batch_size], y[i : i + batch_size]
+        for i in range(0, X.shape[0], chunk):
+            xb, yb = X[i : i + chunk], y[i : i + chunk]
             logits = vmap(lambda p, xb=xb: functional_forward(model, p, xb))(dict(stacked))
             flat = logits.reshape(-1, logits.shape[-1])
             target = yb.repeat(points)
