@@ -1,0 +1,171 @@
+"""Clean 2D filter-normalized loss surface: grid points per second, side by side with the
+`loss-landscapes` package's `random_plane` on the same model, data and grid size; then the
+cost of an adversarial point (PGD-K regenerated at the point) as a multiple of a clean one.
+
+Both surfaces are timed end to end (directions included): ours swaps parameters into one
+module by name (`functional_call`) and vmaps `--points` clean points per call; the peer
+moves the module's parameters in place and evaluates one point at a time. The peer spans
+its grid with its own scale convention (+-||theta|| / (2 distance)); the number of points
+and the work per point are the same. Goal: >= 1.0x on CPU, >= 5x on a GPU; adversarial
+point <= 1.15 (K + 1) forward-backward passes (K + 1 is the limit: K PGD iterations
+plus the loss evaluations); it is also printed in units of clean points, of which a pass
+is about two (a forward and an input gradient).
+
+    python bench/bench_surface.py                                   # lenet w=2, digits, CPU
+    python bench/bench_surface.py --device cuda --arch resnet18 --width 4 --dataset cifar10 \\
+        --data-root ~/data --samples 1000 --steps 21
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from landscape.attacks import attack_config
+from landscape.checkpoint import build_from_spec, model_spec
+from landscape.data import dataset_info, load_dataset
+from landscape.params import functional_forward, named_params
+from landscape.surface import surface
+from landscape.util import parse_eps, resolve_device
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Median wall time of each callable; the callables take turns (after one warm-up call
+    each), so a machine whose load drifts slows them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    sync(device)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@contextlib.contextmanager
+def default_device(device: torch.device) -> Iterator[None]:
+    """The peer draws its directions with bare `torch.rand`, on the default device (set only
+    off the CPU: the device mode intercepts every torch call, a cost the peer need not pay)."""
+    if device.type == "cpu":
+        yield
+        return
+    previous = torch.get_default_device()
+    torch.set_default_device(device)
+    try:
+        yield
+    finally:
+        torch.set_default_device(previous)
+
+
+def peer_plane(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int) -> object:
+    import loss_landscapes
+    from loss_landscapes.metrics import Loss
+
+    metric = Loss(lambda logits, target: F.cross_entropy(logits, target), X, y)
+    with torch.no_grad(), default_device(X.device):
+        return loss_landscapes.random_plane(
+            model, metric, distance=1, steps=steps, normalization="filter", deepcopy_model=True
+        )
+
+
+def pgd_pass(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
+    """One PGD iteration's work at the model's parameters: forward, loss, input gradient."""
+    params = named_params(model)
+
+    def run() -> object:
+        x = X.clone().requires_grad_(True)
+        loss = F.cross_entropy(functional_forward(model, params, x), y, reduction="sum")
+        return torch.autograd.grad(loss, x)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--arch", default="lenet")
+    parser.add_argument("--width", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=15, help="Grid points per axis.")
+    parser.add_argument("--points", type=int, default=None, help="Clean points per vmapped call.")
+    parser.add_argument("--eps", default="0.1", help="Budget of the adversarial-point measurement.")
+    parser.add_argument("--adv-points", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    model = build_from_spec(model_spec(args.arch, args.dataset, width=args.width), device).eval()
+    X, y = load_dataset(args.dataset, "train", args.data_root, device)
+    X, y = X[: args.samples], y[: args.samples]
+    n, points = args.steps, args.points or (32 if device.type == "cuda" else 8)
+    grid = (-1.0, 1.0, n)
+
+    def ours(per_call: int) -> Callable[[], object]:
+        return lambda: surface(model, X, y, "filter", dim=2, xrange=grid, points_per_batch=per_call)
+
+    t = timed(
+        {"peer": lambda: peer_plane(model, X, y, n), "ours": ours(points), "single": ours(1)},
+        device,
+        args.repeats,
+    )
+    t_peer, t_ours, t_single = t["peer"], t["ours"], t["single"]
+    total = n * n
+    print(
+        f"{args.arch} w={args.width} on {args.dataset}, {X.shape[0]} examples, {n}x{n} grid, {device}"
+    )
+    print(f"  loss-landscapes random_plane   {total / t_peer:9.1f} points/s")
+    print(
+        f"  landscape surface ({points:>2} / call) {total / t_ours:9.1f} points/s   ratio {t_peer / t_ours:.2f}x"
+    )
+    print(
+        f"  landscape surface (no vmap)    {total / t_single:9.1f} points/s   ratio {t_peer / t_single:.2f}x"
+    )
+
+    eps = parse_eps(args.eps)
+    cfg = attack_config(eps, family=dataset_info(args.dataset).family)
+    line = (-1.0, 1.0, args.adv_points)
+
+    def line_surface(eps_value: float) -> Callable[[], object]:
+        return lambda: surface(
+            model, X, y, "filter", xrange=line, eps=eps_value, points_per_batch=1
+        )
+
+    t = timed(
+        {"adv": line_surface(eps), "clean": line_surface(0.0), "pass": pgd_pass(model, X, y)},
+        device,
+        args.repeats,
+    )
+    t_adv, t_clean, t_pass = t["adv"] / args.adv_points, t["clean"] / args.adv_points, t["pass"]
+    k = cfg.steps
+    print(f"adversarial point, PGD-{k} at eps {eps:g}: {1e3 * t_adv:.1f} ms")
+    print(
+        f"  = {t_adv / t_pass:.1f} forward-backward passes ({1e3 * t_pass:.2f} ms each) "
+        f"= {t_adv / t_pass / (k + 1):.2f} (K+1)   [limit K+1 = {k + 1}, goal 1.15 (K+1)]"
+    )
+    print(
+        f"  = {t_adv / t_clean:.1f} clean points ({1e3 * t_clean:.2f} ms unbatched) "
+        f"= {t_adv / t_clean / (k + 1):.2f} (K+1); a PGD pass is {t_pass / t_clean:.2f} clean points"
+    )
+
+
+if __name__ == "__main__":
+    main()
