@@ -101,6 +101,18 @@ def test_vmapped_points_agree_and_grids_may_be_non_square(digits):
     )
 
 
+def test_vmapped_points_agree_on_batchnorm_models():
+    torch.manual_seed(0)
+    model = build_model(
+        "vgg", input_shape=(1, 8, 8), num_classes=10, mean=[0.3], std=[0.4], width=1
+    )
+    X, y = load_dataset("digits", "train")
+    X, y = X[:48], y[:48]
+    a = surface(model.eval(), X, y, "filter", xrange=(-1.0, 1.0, 4), points_per_batch=1)
+    b = surface(model, X, y, "filter", xrange=(-1.0, 1.0, 4), points_per_batch=4)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5)
+
+
 def binary_linear(seed=0):
     torch.manual_seed(seed)
     model = build_model("linear", input_shape=(1, 4, 4), num_classes=2, mean=[0.0], std=[1.0])
