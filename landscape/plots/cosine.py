@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import Figure, Group, color, renderer, sort_by_eps
+from .surface import distinct_labels
 
 STYLES = {"top": ("--", "dash", "top eigenvector"), "random": ("-", "solid", "random")}
 
@@ -36,12 +37,12 @@ def render(groups: Sequence[Group]) -> list[Figure]:
     fig, (ax_cos, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
     pfig = make_subplots(rows=1, cols=2, subplot_titles=("perturbation cosine", "robust error"))
     zeros = 0
-    for i, g in enumerate(groups):
+    for i, (g, run) in enumerate(zip(groups, distinct_labels(groups))):
         a = g.arrays["alpha"]
         for kind, (ls, dash, name) in STYLES.items():
             mean, std = g.arrays[f"cosine_{kind}_mean"], g.arrays[f"cosine_{kind}_std"]
             zeros += int(np.clip(g.arrays[f"zero_perturbations_{kind}"], 0, None).sum())
-            label = f"{g.label}, {name}"
+            label = f"{run}, {name}"
             ax_cos.plot(a, mean, ls, color=color(i), label=label)
             ax_cos.fill_between(a, mean - std, mean + std, color=color(i), alpha=0.15, lw=0)
             s, err = _signed(g, kind)

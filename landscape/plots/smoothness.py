@@ -32,6 +32,7 @@ def render(groups: Sequence[Group]) -> list[Figure]:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     titles = [f"ε = {e:.4g}" for e in panels]
     pfig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles)
+    several = len({g.label for g in groups}) < len(groups)  # runs sharing an eps: name them
     for g in groups:
         col = panels.index(_eps_of(g))
         ax = axes[0, col]
@@ -45,6 +46,8 @@ def render(groups: Sequence[Group]) -> list[Figure]:
             mean, std = g.arrays[key], g.arrays[f"lipschitz_{norm}_std"]
             eps = g.attrs.get(f"eps_{norm}")
             label = f"{name}{'' if not eps else f' (ε={float(eps):.3g})'}, {kind}"
+            if several:
+                label = f"{g.path.rsplit('/', 1)[-1]}: {label}"
             ax.plot(r, mean, ls, marker="o", ms=3, color=color(ci), label=label)
             lo = np.clip(mean - std, mean * 1e-3, None)
             ax.fill_between(r, lo, mean + std, color=color(ci), alpha=0.15, lw=0)

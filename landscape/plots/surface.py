@@ -15,6 +15,15 @@ import numpy as np
 from . import Figure, Group, color, renderer, sort_by_eps
 
 
+def distinct_labels(groups: Sequence[Group]) -> list[str]:
+    """Each group's label (its eps), with the run name added when two would be the same,
+    as for several training methods at one eps (Kanai et al. Fig. 7)."""
+    labels = [g.label for g in groups]
+    if len(set(labels)) == len(labels):
+        return labels
+    return [f"{g.path.rsplit('/', 1)[-1]} ({label})" for g, label in zip(groups, labels)]
+
+
 def _field(g: Group) -> tuple[str, str]:
     return ("adv_loss", "adversarial loss L_ε") if "adv_loss" in g.arrays else ("loss", "loss")
 
@@ -29,7 +38,7 @@ def _lines(groups: Sequence[Group]) -> Figure:
 
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
     pfig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "error"))
-    for i, g in enumerate(groups):
+    for i, (g, name) in enumerate(zip(groups, distinct_labels(groups))):
         x = g.arrays["x"]
         for field, ls, dash, what in (
             ("", "-", "solid", "clean"),
@@ -37,7 +46,7 @@ def _lines(groups: Sequence[Group]) -> Figure:
         ):
             if f"{field}loss" not in g.arrays:
                 continue
-            label = f"{g.label}, {what}"
+            label = f"{name}, {what}"
             for col, (ax, stat) in enumerate(((ax_loss, "loss"), (ax_err, "error")), start=1):
                 y = g.arrays[f"{field}{stat}"]
                 ax.plot(x, y, ls, color=color(i), label=label)
@@ -64,7 +73,7 @@ def _lines(groups: Sequence[Group]) -> Figure:
     return Figure("surface_1d", matplotlib=fig, plotly=pfig)
 
 
-def _planar(g: Group) -> Figure:
+def _planar(g: Group, name: str) -> Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -72,7 +81,7 @@ def _planar(g: Group) -> Figure:
     x, y, z = g.arrays["x"], g.arrays["y"], g.arrays[field]
     X, Y = np.meshgrid(x, y, indexing="ij")
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    title = f"{g.label}: {what}"
+    title = f"{name}: {what}"
     if np.isfinite(z).sum() >= 4 and len(x) > 1 and len(y) > 1:
         cs = axes[0].contour(X, Y, z, levels=15, cmap="viridis")
         axes[0].clabel(cs, fontsize=6)
@@ -111,7 +120,7 @@ def _three_d(groups: Sequence[Group]) -> Figure:
 
     n = len(groups)
     fig = plt.figure(figsize=(4.5 * n, 4.2))
-    titles = [f"{g.label}: {_field(g)[0]}" for g in groups]
+    titles = [f"{name}: {_field(g)[0]}" for g, name in zip(groups, distinct_labels(groups))]
     pfig = make_subplots(rows=1, cols=n, specs=[[{"type": "surface"}] * n], subplot_titles=titles)
     for i, g in enumerate(groups):
         field, _ = _field(g)
@@ -140,7 +149,7 @@ def render(groups: Sequence[Group]) -> list[Figure]:
     lines = [g for g in groups if "y" not in g.arrays]
     planes = [g for g in groups if "y" in g.arrays]
     figures = [_lines(lines)] if lines else []
-    figures += [_planar(g) for g in planes]
+    figures += [_planar(g, name) for g, name in zip(planes, distinct_labels(planes))]
     if planes:
         figures.append(_three_d(planes))
     return figures
