@@ -72,7 +72,6 @@ THM1_STEPS = 2000
 THM1_LR = (1.0, 1e-4)  # geometric decay: the subgradient method settles at a kinked minimum
 THM1_CIRCLE = 72  # directions sampling the L2 circle, every 5 degrees: eps* within 0.1%
 CHUNK = 1 << 20  # (theta, x) pairs per batched PGD call
-Progress = Callable[[int, int], None]
 
 
 class _Record:
@@ -209,7 +208,6 @@ def swish_adv_loss(
     *,
     device: str | torch.device = "auto",
     seed: int = 0,
-    progress: Progress | None = None,
 ) -> np.ndarray:
     """Mean PGD loss of the swish model at every theta (P, d), as one batched attack (fp32).
 
@@ -239,8 +237,6 @@ def swish_adv_loss(
         z_adv = perturb(forward, z, t, unit, generator=gen, loss_fn=_logistic_sum)
         with torch.no_grad():
             out.append(F.softplus(-t * forward(z_adv)).view(-1, n).mean(1).cpu())
-        if progress is not None:
-            progress(min(start + per, len(theta)), len(theta))
     return torch.cat(out).double().numpy()
 
 
@@ -480,7 +476,6 @@ def kanai_surfaces(
     pgd: AttackConfig | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
-    progress: Progress | None = None,
 ) -> Surfaces:
     """Kanai Fig. 2 / 4-5 surfaces on theta in [-2, 2]^2; the swish row when `pgd` is given."""
     axis = np.linspace(-LIMIT, LIMIT, grid)
@@ -502,7 +497,7 @@ def kanai_surfaces(
         for i, p in enumerate(NORMS):
             cfg = replace(pgd, norm=p)
             extra[f"swish_{p}"] = swish_adv_loss(
-                flat, X, y, cfg, device=device, seed=seed + i, progress=progress
+                flat, X, y, cfg, device=device, seed=seed + i
             ).reshape(grid, grid)
         extra["pgd"] = (
             f"{pgd.steps} iterations of step {pgd.step_size:.4g}, uniform random start (seed {seed})"
@@ -563,7 +558,6 @@ def toy(
     /,
     *,
     device: str | torch.device = "auto",
-    progress: Progress | None = None,
     **options: object,
 ) -> Surfaces | Band | Collapse:
     """Compute one theory figure (`FIGURES`); `options` as in `toy_options`."""
@@ -581,7 +575,6 @@ def toy(
             ),
             seed=opts["seed"],
             device=device,
-            progress=progress,
         )
     if figure == "kanai-fig4-5":
         X, y = gaussian_data(opts["samples"], opts["seed"])
