@@ -3,6 +3,7 @@ refusals, the curve file, the CLI into HDF5 and the renderer."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
@@ -13,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape import connect as mc
 from landscape import store
 from landscape.attacks import attack_config, evaluate
 from landscape.checkpoint import build_from_spec, model_spec, save_checkpoint
@@ -22,6 +22,8 @@ from landscape.data import load_dataset
 from landscape.params import functional_forward, named_params
 from landscape.train import TrainConfig, train
 from landscape.util import BadInput
+
+mc = importlib.import_module("landscape.connect")
 
 LENET = model_spec("lenet", "digits", width=1)
 
