@@ -1194,21 +1194,31 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
     """Train a Bezier curve joining two checkpoints and evaluate it and the straight line along t."""
     import time
 
-    from . import connect as mc
     from . import store
     from .attacks import attack_config
     from .checkpoint import sha256_file
+    from .connect import (
+        CurveConfig,
+        barriers,
+        check_evaluation,
+        default_order,
+        fields,
+        load_endpoints,
+        pair_label,
+        train_curve,
+    )
+    from .connect import connect as connect_curve
     from .data import dataset_info, load_dataset
 
     dev = resolve_device(device)
-    ends = mc.load_endpoints(start, end, dev, arch=arch, width=width, dataset=dataset, activation=activation)
+    ends = load_endpoints(start, end, dev, arch=arch, width=width, dataset=dataset, activation=activation)
     ds, family = ends.spec["dataset"], dataset_info(ends.spec["dataset"]).family
-    config = mc.CurveConfig(order=order or mc.default_order(family), eps=eps, norm=norm, pgd_steps=pgd_steps,
+    config = CurveConfig(order=order or default_order(family), eps=eps, norm=norm, pgd_steps=pgd_steps,
                             pgd_step_size=pgd_step_size, augment=not no_augment, seed=seed, **opts)
     config.validate(ends.spec)
     attack = attack_config(eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size)
-    mc.check_evaluation(points, bn_inputs, attack)
-    run = run_name(mc.pair_label(start, end), name, order=config.order, eps=eps)
+    check_evaluation(points, bn_inputs, attack)
+    run = run_name(pair_label(start, end), name, order=config.order, eps=eps)
     group = f"/connect/{run}"
     settings = {**config.as_dict(), "start_sha256": ends.start_sha256, "end_sha256": ends.end_sha256,
                 "points": points, "bn_inputs": bn_inputs, "samples": samples, "bn_samples": bn_samples,
@@ -1216,17 +1226,17 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
     curve_path = Path(curve_out) if curve_out else Path(out).parent / f"{run}.curve.pt"
     status = "stored"
     if not store.find_complete(out, group, settings, overwrite=overwrite):
-        grid = store.Grid(out, group, settings, (points,), mc.fields(eps > 0), overwrite=overwrite)
+        grid = store.Grid(out, group, settings, (points,), fields(eps > 0), overwrite=overwrite)
         started = time.perf_counter()
         with progress_bar(config.epochs, "connect") as bar:
             task = bar.add_task("curve", total=config.epochs, info="train curve")
-            trained = mc.train_curve(
+            trained = train_curve(
                 ends, config, curve_path, device=dev, data_root=data_root, overwrite=overwrite,
                 progress=lambda done, total, s: bar.update(task, completed=done, info=f"loss {s['loss']:.3f}"))
             bar.update(task, completed=0, total=points, info="evaluate")
             X, y = load_dataset(ds, "train", data_root, dev)
             X_test, y_test = load_dataset(ds, "test", data_root, dev)
-            result = mc.connect(
+            result = connect_curve(
                 trained.curve, (X[:samples], y[:samples]), (X_test[:samples], y_test[:samples]), attack,
                 points=points, bn_inputs=bn_inputs, bn_data=(X[:bn_samples], y[:bn_samples]), seed=seed, grid=grid,
                 progress=lambda done, total: bar.update(task, completed=done))
@@ -1240,7 +1250,7 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
             f" (resumed from epoch {trained.resumed_from_epoch})" if trained.resumed_from_epoch else "")
     arrays, _ = store.read_group(out, group)
     summary("connect", {"group": f"{out}:{group}", "curve": str(curve_path), "curve_status": status,
-                        "order": config.order, "eps": eps, **mc.barriers(arrays)}, as_json)
+                        "order": config.order, "eps": eps, **barriers(arrays)}, as_json)
 
 
 def _hessian_run_names(
