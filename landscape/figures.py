@@ -171,6 +171,7 @@ class Runner:
         items = step.get("each") or [None]
         for item in items:
             subs = self.substitutions(plan, item) if item is not None else {}
+            subs.update(results=str(results), runs=str(self.runs))
             args = [str(a).format(**subs) for a in step.get("args", [])]
             args = [step["command"], *args, "--device", self.device]
             if step.get("results", True):
