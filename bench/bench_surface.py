@@ -31,7 +31,7 @@ from landscape.attacks import attack_config
 from landscape.checkpoint import build_from_spec, model_spec
 from landscape.data import dataset_info, load_dataset
 from landscape.params import functional_forward, named_params
-from landscape.surface import surface
+from landscape.surface import default_points_per_batch, surface
 from landscape.util import parse_eps, resolve_device
 
 
@@ -116,7 +116,7 @@ def main() -> None:
     model = build_from_spec(model_spec(args.arch, args.dataset, width=args.width), device).eval()
     X, y = load_dataset(args.dataset, "train", args.data_root, device)
     X, y = X[: args.samples], y[: args.samples]
-    n, points = args.steps, args.points or (32 if device.type == "cuda" else 8)
+    n, points = args.steps, args.points or default_points_per_batch(device)
     grid = (-1.0, 1.0, n)
 
     def ours(per_call: int) -> Callable[[], object]:

@@ -809,7 +809,7 @@ def _data_config(inputs: AnalysisInputs, split: str, attack: Any, seed: int) -> 
     "--points-per-batch",
     type=click.IntRange(min=1),
     default=None,
-    help="Clean points per vmapped call (default 32 on GPU; on CPU 1 for conv nets, else 8).",
+    help="Clean points per vmapped call (default 8 on CPU, 32 on GPU; 1: no vmap).",
 )
 @analysis_options
 @common

@@ -94,7 +94,6 @@ def test_cosine_at_zero_is_one_and_grid_round_trips(digits_run, tmp_path):
         cosine(model, X, y, eps=0.05, directions={"side": dirs["top"]})
 
 
-@pytest.mark.slow
 def test_cli_cosine_end_to_end_with_eigen_directions(digits_run, tmp_path):
     out, ckpt = tmp_path / "r.h5", digits_run / "final.pt"
     args = ["--samples", 40, "--range", "0:0.5:3", "--repeats", 2, "--out", out, "--device", "cpu"]

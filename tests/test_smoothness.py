@@ -83,7 +83,6 @@ def test_adversarial_profiles_and_options():
         smoothness(model, X, y, eps=0.1, directions="filter")
 
 
-@pytest.mark.slow
 def test_cli_smoothness_end_to_end(digits_run, tmp_path):
     out, ckpt = tmp_path / "r.h5", digits_run / "final.pt"
     args = [

@@ -230,7 +230,6 @@ def test_an_interrupted_grid_resumes_to_the_uninterrupted_arrays(digits, tmp_pat
         )
 
 
-@pytest.mark.slow
 def test_cli_surface_end_to_end_and_plots(digits_run, tmp_path):
     out, ckpt = tmp_path / "r.h5", digits_run / "final.pt"
     common = ["--samples", 60, "--out", out, "--device", "cpu"]
