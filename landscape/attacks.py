@@ -254,11 +254,14 @@ def evaluate(
     sums = torch.zeros(4, dtype=torch.float64, device=X.device)
     for i in range(0, X.shape[0], batch_size):
         xb, yb = X[i : i + batch_size], y[i : i + batch_size]
-        x_adv = perturb(model, xb, yb, cfg, generator=gen)
+        # At eps 0 the adversarial pass would repeat the clean one: copy it instead.
+        inputs = (xb,) if cfg.eps == 0 else (xb, perturb(model, xb, yb, cfg, generator=gen))
         with torch.no_grad():
-            for j, inputs in enumerate((xb, x_adv)):
-                logits = model(inputs)
+            for j, x in enumerate(inputs):
+                logits = model(x)
                 sums[2 * j] += F.cross_entropy(logits, yb, reduction="sum").double()
                 sums[2 * j + 1] += (logits.argmax(1) != yb).sum()
+    if cfg.eps == 0:
+        sums[2:] = sums[:2]
     s = (sums / X.shape[0]).tolist()
     return Evaluation(s[0], s[1], s[2], s[3], int(X.shape[0]), cfg)
