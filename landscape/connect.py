@@ -781,12 +781,10 @@ def connect(
     """
     check_evaluation(points, bn_inputs, attack)
     names = fields(attack.eps > 0)
-    if grid is not None and (grid.shape != (points,) or set(grid.arrays) != set(names)):
-        raise ValueError(f"the grid must have shape ({points},) and fields {names}")
+    grid = store.resolve_grid(grid, (points,), names)
     ts = np.linspace(0.0, 1.0, points)
-    values = grid.arrays if grid is not None else {n: np.full(points, np.nan) for n in names}
-    done = grid.done if grid is not None else np.zeros(points, dtype=bool)
-    pending = [i for (i,) in grid.pending()] if grid is not None else list(range(points))
+    values, done = grid.arrays, grid.done
+    pending = [i for (i,) in grid.pending()]
     X_bn, y_bn = bn_data if bn_data is not None else train_data
     net = curve.net
     try:
@@ -822,17 +820,11 @@ def connect(
                     if attack.eps > 0:
                         row[f"{prefix}adv_{split}_loss"] = ev.adv_loss
                         row[f"{prefix}adv_{split}_error"] = ev.adv_error
-            if grid is not None:
-                grid.record((i,), row)
-            else:
-                for k, v in row.items():
-                    values[k][i] = v
-                done[i] = True
+            grid.record((i,), row)
             if progress:
                 progress(int(done.sum()), points)
     finally:
-        if grid is not None:
-            grid.flush()
+        grid.flush()
     return Connectivity(t=ts, done=done.copy(), **{k: v.copy() for k, v in values.items()})
 
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import make_directions, on_params, random_direction, unit
 from .params import ParamDict, combine, functional_forward, named_params
-from .store import Grid
+from .store import Grid, resolve_grid
 from .util import BadInput, make_generator
 
 KINDS = ("top", "random")
@@ -187,10 +187,8 @@ def cosine(
     vectors = {k: unit(on_params(given[k], base, f"the {k} direction")) for k in KINDS}
 
     shape = (alphas.size,)
-    if grid is not None and (grid.shape != shape or set(grid.arrays) != set(FIELDS)):
-        raise BadInput(f"the grid has shape {grid.shape}; expected {shape} with the cosine fields")
-    arrays = grid.arrays if grid is not None else {f: np.full(shape, np.nan) for f in FIELDS}
-    done = grid.done if grid is not None else np.zeros(shape, dtype=bool)
+    grid = resolve_grid(grid, shape, FIELDS)
+    arrays, done = grid.arrays, grid.done
     finished = int(done.sum())
     was_training = model.training
     model.eval()
@@ -221,19 +219,13 @@ def cosine(
                 values[f"zero_perturbations_{kind}"] = float(runs[:, 1].sum())
                 values[f"robust_error_{kind}_plus"] = float(runs[:, 2].mean())
                 values[f"robust_error_{kind}_minus"] = float(runs[:, 3].mean())
-            if grid is not None:
-                grid.record((i,), values)
-            else:
-                for name, value in values.items():
-                    arrays[name][i] = value
-                done[i] = True
+            grid.record((i,), values)
             finished += 1
             if progress is not None:
                 progress(finished, alphas.size)
     finally:
         model.train(was_training)
-        if grid is not None:
-            grid.flush()
+        grid.flush()
     out = {f: arrays[f].copy() for f in FIELDS}
     for kind in KINDS:
         key = f"zero_perturbations_{kind}"

@@ -38,7 +38,7 @@ from torch.func import grad
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import Directions, make_directions, on_params, unit
 from .params import ParamDict, combine, functional_forward, named_params
-from .store import Grid
+from .store import Grid, resolve_grid
 from .util import BadInput, make_generator
 
 NORMS = ("clean", "linf", "l2")
@@ -200,10 +200,8 @@ def smoothness(
 
     fields = fields_for(norms)
     shape = (radii.size,)
-    if grid is not None and (grid.shape != shape or set(grid.arrays) != set(fields)):
-        raise BadInput(f"the grid has shape {grid.shape}; expected {shape} with fields {fields}")
-    arrays = grid.arrays if grid is not None else {f: np.full(shape, np.nan) for f in fields}
-    done = grid.done if grid is not None else np.zeros(shape, dtype=bool)
+    grid = resolve_grid(grid, shape, fields)
+    arrays, done = grid.arrays, grid.done
     finished = int(done.sum())
     was_training = model.training
     model.eval()
@@ -229,19 +227,13 @@ def smoothness(
                 values[f"lipschitz_{n}_std"] = (
                     float(np.std(ratios, ddof=1)) if len(ratios) > 1 else 0.0
                 )
-            if grid is not None:
-                grid.record((i,), values)
-            else:
-                for name, value in values.items():
-                    arrays[name][i] = value
-                done[i] = True
+            grid.record((i,), values)
             finished += 1
             if progress is not None:
                 progress(finished, radii.size)
     finally:
         model.train(was_training)
-        if grid is not None:
-            grid.flush()
+        grid.flush()
     return Smoothness(
         radius=radii,
         done=done.copy(),

@@ -11,6 +11,7 @@ merged into the results file when the grid completes and then removed.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import time
@@ -247,6 +248,17 @@ def find_complete(
         return same and attrs.get("status") == "complete"
 
 
+def resolve_grid(grid: Grid | None, shape: tuple[int, ...], fields: Sequence[str]) -> Grid:
+    """The caller's persistent grid, checked against the analysis's shape and fields, or an in-memory one."""
+    if grid is None:
+        return Grid.in_memory(shape, fields)
+    if grid.shape != tuple(shape) or set(grid.arrays) != set(fields):
+        raise BadInput(
+            f"the grid has shape {grid.shape} and fields {sorted(grid.arrays)}; expected {tuple(shape)}, {sorted(fields)}"
+        )
+    return grid
+
+
 class Grid:
     """A resumable grid of scalar fields: finished points persist in a sidecar file.
 
@@ -303,6 +315,17 @@ class Grid:
             )
         self.sidecar.unlink()
 
+    @classmethod
+    def in_memory(cls, shape: tuple[int, ...], fields: Sequence[str]) -> Grid:
+        """The same bookkeeping without a file, for analyses called without persistence."""
+        grid = cls.__new__(cls)
+        grid.path, grid.group, grid.config, grid.sidecar = None, "", "", None
+        grid.shape, grid.flush_seconds = tuple(shape), math.inf
+        grid.arrays = {f: np.full(grid.shape, np.nan) for f in fields}
+        grid.done = np.zeros(grid.shape, dtype=bool)
+        grid._last_flush, grid._dirty = time.monotonic(), False
+        return grid
+
     def pending(self) -> list[tuple[int, ...]]:
         return [tuple(int(i) for i in idx) for idx in np.argwhere(~self.done)]
 
@@ -315,7 +338,7 @@ class Grid:
             self.flush()
 
     def flush(self) -> None:
-        if not self._dirty:
+        if not self._dirty or self.sidecar is None:
             return
         with atomic_path(self.sidecar) as tmp:
             with h5py.File(tmp, "w") as f:

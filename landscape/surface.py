@@ -29,7 +29,7 @@ from torch.func import vmap
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import Directions, make_directions, on_params
 from .params import ParamDict, combine, functional_forward, global_norm, named_params
-from .store import Grid
+from .store import Grid, resolve_grid
 from .util import BadInput, make_generator
 
 BN_MODES = ("eval", "recompute")
@@ -291,20 +291,8 @@ def surface(
 
     shape = (len(xs),) if ys is None else (len(xs), len(ys))
     fields = fields_for(eps)
-    if grid is not None and (grid.shape != shape or set(grid.arrays) != set(fields)):
-        raise BadInput(
-            f"the grid has shape {grid.shape} and fields {sorted(grid.arrays)}; expected {shape}, {fields}"
-        )
-    arrays = grid.arrays if grid is not None else {f: np.full(shape, np.nan) for f in fields}
-    done = grid.done if grid is not None else np.zeros(shape, dtype=bool)
-
-    def record(index: tuple[int, ...], values: dict[str, float]) -> None:
-        if grid is not None:
-            grid.record(index, values)
-        else:
-            for name, value in values.items():
-                arrays[name][index] = value
-            done[index] = True
+    grid = resolve_grid(grid, shape, fields)
+    arrays, done = grid.arrays, grid.done
 
     device = X.device
     base = named_params(model)
@@ -344,14 +332,13 @@ def surface(
                         forward, X, y, attack=attack, generator=gen, batch_size=batch_size
                     )
                     values.update(zip(ADV_FIELDS, adv))
-                record(tuple(int(j) for j in idx), values)
+                grid.record(tuple(int(j) for j in idx), values)
                 finished += 1
                 if progress is not None:
                     progress(finished, total)
     finally:
         model.train(was_training)
-        if grid is not None:
-            grid.flush()
+        grid.flush()
 
     traj = dset.trajectory
     return Surface(
