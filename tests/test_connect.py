@@ -28,16 +28,6 @@ mc = importlib.import_module("landscape.connect")
 LENET = model_spec("lenet", "digits", width=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and one thread stays fast on a
-    shared machine; the previous setting is restored for the tests that follow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_params(spec, seed):
     torch.manual_seed(seed)
     return named_params(build_from_spec(spec))

@@ -25,15 +25,6 @@ from landscape.util import BadInput
 N = 128
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: intra-op threads only add synchronization, which stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def mlp(tmp_path_factory):
     """An MLP w=1 (1482 parameters) adversarially trained on digits, in float64, and 128 images."""

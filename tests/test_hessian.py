@@ -8,7 +8,6 @@ import math
 import h5py
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from landscape.attacks import attack_config, pgd
@@ -29,15 +28,6 @@ from landscape.store import provenance, read_group
 from landscape.util import BadInput
 
 N = 96
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: intra-op threads only add synchronization, which stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
