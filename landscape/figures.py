@@ -224,36 +224,66 @@ def _provenance(command: str, config: Mapping[str, Any]) -> dict[str, Any]:
     return store.provenance(command=command, config=config)
 
 
+def _copy_trainer_groups(
+    runner: Runner,
+    plan: Mapping[str, Any],
+    step: Mapping[str, Any],
+    results: Path,
+    source: str,
+    target: str,
+    extra: Callable[[str], dict[str, Any]],
+    dims: Callable[[dict[str, Any]], dict[str, tuple[str, ...]] | None] = lambda arrays: None,
+) -> None:
+    """Copy group `source` of each model's trace.h5 into `/<target>/<id>`, plus `extra` attrs.
+
+    A group already holding the same source (same `created` stamp and extra attrs) is
+    left alone, so a cached rerun does not rewrite the results file.
+    """
+    for model_id in step["each"]:
+        folder = runner.model(plan, model_id)
+        arrays, attrs = store.read_group(folder / "trace.h5", source)
+        attrs = {**attrs, **extra(model_id)}
+        group = f"/{target}/{model_id}"
+        if results.exists() and group in {g for g, _ in store.list_groups(results)}:
+            stored = store.read_group(results, group)[1]
+            if all(
+                stored.get(k) == v for k, v in attrs.items() if k in ("created", *extra(model_id))
+            ):
+                continue
+        store.write_group(results, group, arrays, attrs, overwrite=True, dims=dims(arrays))
+
+
 def collect_traces(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
 ) -> None:
-    """Copy each model's per-batch trace into `/trace/<id>` (Liu Fig. 1, 8, 11)."""
-    for model_id in step["each"]:
-        folder = runner.model(plan, model_id)
-        arrays, attrs = store.read_group(folder / "trace.h5", "/trace")
-        attrs = dict(attrs)
-        if "window" in step:
-            attrs["window"] = int(step["window"])
-        store.write_group(
-            results,
-            f"/trace/{model_id}",
-            arrays,
-            attrs,
-            overwrite=True,
-            dims={k: ("step",) for k in arrays if k != "step"},
-        )
+    """Each model's per-batch trace into `/trace/<id>` (Liu Fig. 1, 8, 11)."""
+    window = {"window": int(step["window"])} if "window" in step else {}
+    _copy_trainer_groups(
+        runner,
+        plan,
+        step,
+        results,
+        "/trace",
+        "trace",
+        lambda model_id: window,
+        dims=lambda arrays: {k: ("step",) for k in arrays if k != "step"},
+    )
 
 
 def collect_evals(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
 ) -> None:
     """Per-epoch test metrics and wall time into `/evalcurve/<id>` (Kanai Fig. 3, 6)."""
-    for model_id in step["each"]:
-        folder = runner.model(plan, model_id)
-        arrays, attrs = store.read_group(folder / "trace.h5", "/eval")
-        attrs = dict(attrs)
-        attrs["label"] = step.get("labels", {}).get(model_id, model_id)
-        store.write_group(results, f"/evalcurve/{model_id}", arrays, attrs, overwrite=True)
+    labels = step.get("labels", {})
+    _copy_trainer_groups(
+        runner,
+        plan,
+        step,
+        results,
+        "/eval",
+        "evalcurve",
+        lambda model_id: {"label": labels.get(model_id, model_id)},
+    )
 
 
 def collect_sweep(
