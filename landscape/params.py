@@ -25,10 +25,6 @@ def named_params(model: nn.Module, *, trainable_only: bool = True) -> ParamDict:
     }
 
 
-def clone_params(params: Mapping[str, Tensor]) -> ParamDict:
-    return {k: v.detach().clone() for k, v in params.items()}
-
-
 def functional_forward(
     model: nn.Module,
     params: Mapping[str, Tensor],
@@ -81,8 +77,3 @@ def combine(
         for k, d in direction.items():
             out[k] += coeff * d
     return out
-
-
-def distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
-    """||a - b|| over the names of `a`."""
-    return global_norm({k: a[k] - b[k] for k in a})

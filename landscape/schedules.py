@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .util import BadInput
@@ -146,15 +145,3 @@ class Schedule:
 
     def lr_at(self, d: float) -> float:
         return self.lr(self.local(d))
-
-
-def parse_epochs(text: str | Sequence[float] | None, what: str) -> tuple[float, ...]:
-    """`100,150` -> (100.0, 150.0); empty -> ()."""
-    if text is None or text == "":
-        return ()
-    if isinstance(text, str):
-        try:
-            return tuple(float(v) for v in text.split(",") if v.strip())
-        except ValueError as exc:
-            raise BadInput(f"{what} {text!r} must be comma-separated epochs, like 100,150") from exc
-    return tuple(float(v) for v in text)

@@ -62,12 +62,6 @@ def parse_eps(text: str | float | int) -> float:
     return value
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch's global RNG and return a CPU generator with the same seed."""
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
 def make_generator(seed: int, device: torch.device) -> torch.Generator:
     """A generator on `device`, so random draws happen where the tensors live."""
     return torch.Generator(device=device).manual_seed(int(seed))
