@@ -427,6 +427,7 @@ def cli() -> None:
     "--out", type=click.Path(file_okay=False), default="checkpoints/run", show_default=True
 )
 @click.option("--overwrite", is_flag=True, help="Discard a finished or unfinished run in --out.")
+@click.option("--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing.")
 @common
 def train(
     device: str,
@@ -435,6 +436,7 @@ def train(
     debug: bool,
     out: str,
     overwrite: bool,
+    dry_run: bool,
     data_root: str | None,
     no_augment: bool,
     save_epochs: tuple,
@@ -448,6 +450,11 @@ def train(
         seed=seed, augment=not no_augment, save_epochs=tuple(int(e) for e in save_epochs), **opts
     )
     dev = resolve_device(device)
+    if dry_run:
+        from .dryrun import train_plan
+
+        plan = train_plan(config, out, device=dev, data_root=data_root, overwrite=overwrite)
+        return summary("dry run: train", plan.as_dict(), as_json)
     with progress_bar(config.epochs, "train") as bar:
         task = bar.add_task("train", total=config.epochs, info="")
 
@@ -811,6 +818,7 @@ def _data_config(inputs: AnalysisInputs, split: str, attack: Any, seed: int) -> 
     default=None,
     help="Clean points per vmapped call (default 8 on CPU, 32 on GPU; 1: no vmap).",
 )
+@click.option("--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing.")
 @analysis_options
 @common
 def surface_cmd(
@@ -827,6 +835,7 @@ def surface_cmd(
     orthogonalize: bool,
     batch_size: int,
     points_per_batch: int | None,
+    dry_run: bool,
     eps_list: tuple[float, ...],
     norm: str,
     pgd_steps: int | None,
@@ -841,6 +850,7 @@ def surface_cmd(
     **data: Any,
 ) -> None:
     """Loss surface around a checkpoint in 1D or 2D: clean and adversarial loss and error."""
+    from . import dryrun
     from .attacks import attack_config
     from .directions import make_directions
     from .surface import fields_for, parse_range, surface
@@ -852,7 +862,8 @@ def surface_cmd(
     inputs = analysis_inputs(checkpoint, device=device, **data)
     family = inputs.family
     shape = (len(xs),) if ys is None else (len(xs), len(ys))
-    rows = {}
+    rows, plans = {}, []
+    calibration = dryrun.Calibration(inputs.model, inputs.X, inputs.y, batch_size=batch_size) if dry_run else None
     for eps, run in _eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d"):
         attack = attack_config(
             eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
@@ -874,6 +885,13 @@ def surface_cmd(
             **options,
             **_data_config(inputs, data["split"], attack, seed),
         }
+        if dry_run:
+            plans.append(dryrun.surface_plan(
+                inputs.model, inputs.X, inputs.y, out=out, group=f"/surface/{run}", config=config, shape=shape,
+                attack=attack if eps > 0 else None, bn=bn, batch_size=batch_size, points_per_batch=points_per_batch,
+                dirs=dirs, direction_options=options, spec=inputs.spec, seed=seed, overwrite=overwrite,
+                calibration=calibration))
+            continue
         directions = make_directions(
             dirs,
             inputs.model,
@@ -926,6 +944,8 @@ def surface_cmd(
         arrays = res.pop("arrays")
         ranges = {f"{f}_range": [float(arrays[f].min()), float(arrays[f].max())] for f in fields_for(eps)}
         _rows(rows, eps, len(eps_list) > 1, {**res, **ranges})
+    if dry_run:
+        return summary("dry run: surface", dryrun.combine("surface", plans).as_dict(), as_json)
     summary("surface", {"out": out, **rows}, as_json)
 
 
@@ -941,6 +961,7 @@ def surface_cmd(
     help="[FILE:]/hessian/<run> saved with --save-vectors (default: computed here).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing.")
 @analysis_options
 @common
 def cosine_cmd(
@@ -949,6 +970,7 @@ def cosine_cmd(
     repeats: int,
     hessian_group: str | None,
     batch_size: int,
+    dry_run: bool,
     eps_list: tuple[float, ...],
     norm: str,
     pgd_steps: int | None,
@@ -963,6 +985,7 @@ def cosine_cmd(
     **data: Any,
 ) -> None:
     """Perturbation cosine along the top eigenvector and a random direction (Liu et al. Fig. 3)."""
+    from . import dryrun
     from .attacks import attack_config
     from .cosine import FIELDS, cosine
     from .surface import parse_range
@@ -970,7 +993,8 @@ def cosine_cmd(
     alphas = parse_range(arange)
     inputs = analysis_inputs(checkpoint, device=device, **data)
     family = inputs.family
-    rows = {}
+    rows, plans = {}, []
+    calibration = dryrun.Calibration(inputs.model, inputs.X, inputs.y, batch_size=batch_size) if dry_run else None
     for eps, run in _eps_runs(checkpoint, name, eps_list, norm=norm):
         attack = attack_config(
             eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
@@ -982,6 +1006,12 @@ def cosine_cmd(
             "hessian_group": hessian_group,
             **_data_config(inputs, data["split"], attack, seed),
         }
+        if dry_run:
+            plans.append(dryrun.cosine_plan(
+                inputs.model, inputs.X, inputs.y, out=out, group=f"/cosine/{run}", config=config, alphas=alphas,
+                attack=attack, repeats=repeats, batch_size=batch_size, hessian_group=hessian_group,
+                overwrite=overwrite, calibration=calibration))
+            continue
 
         def compute(grid: Any, progress: Callable[[int, int], None], eps: float = eps) -> Any:
             return cosine(
@@ -1018,6 +1048,8 @@ def cosine_cmd(
         arrays = res.pop("arrays")
         last = ("cosine_top_mean", "cosine_random_mean", "zero_perturbations_top")
         _rows(rows, eps, len(eps_list) > 1, {**res, **{f"{k}_at_max_a": float(arrays[k][-1]) for k in last}})
+    if dry_run:
+        return summary("dry run: cosine", dryrun.combine("cosine", plans).as_dict(), as_json)
     summary("cosine", {"out": out, **rows}, as_json)
 
 
@@ -1051,6 +1083,7 @@ def cosine_cmd(
     help="--dirs eigen: [FILE:]/hessian/<run> saved with --save-vectors.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing.")
 @analysis_options
 @common
 def smoothness_cmd(
@@ -1063,6 +1096,7 @@ def smoothness_cmd(
     l2_eps: float | None,
     hessian_group: str | None,
     batch_size: int,
+    dry_run: bool,
     eps_list: tuple[float, ...],
     norm: str,
     pgd_steps: int | None,
@@ -1080,6 +1114,7 @@ def smoothness_cmd(
 
     --eps is the L-inf budget; the L2 budget follows --l2-match (or --l2-eps); --norm is
     not used (both norms are profiled). Eigen directions are those of the L-inf L_eps."""
+    from . import dryrun
     from .attacks import attack_config
     from .smoothness import fields_for, smoothness
     from .surface import parse_range
@@ -1088,7 +1123,8 @@ def smoothness_cmd(
     chosen = tuple(n.strip() for n in norms.split(",") if n.strip()) if norms is not None else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
     family = inputs.family
-    rows = {}
+    rows, plans = {}, []
+    calibration = dryrun.Calibration(inputs.model, inputs.X, inputs.y, batch_size=batch_size) if dry_run else None
     for eps, run in _eps_runs(checkpoint, name, eps_list, dirs=dirs):
         attack = attack_config(
             eps, family=family, norm="linf", steps=pgd_steps, step_size=pgd_step_size
@@ -1105,6 +1141,12 @@ def smoothness_cmd(
             "hessian_group": hessian_group,
             **_data_config(inputs, data["split"], attack, seed),
         }
+        if dry_run:
+            plans.append(dryrun.smoothness_plan(
+                inputs.model, inputs.X, inputs.y, out=out, group=f"/smoothness/{run}", config=config, radii=rs,
+                attack=attack, norms=use, dirs=dirs, count=count, batch_size=batch_size,
+                hessian_group=hessian_group, overwrite=overwrite, calibration=calibration))
+            continue
 
         def compute(
             grid: Any, progress: Callable[[int, int], None], eps: float = eps, use: tuple = use
@@ -1146,6 +1188,8 @@ def smoothness_cmd(
         arrays = res.pop("arrays")
         first = {f"lipschitz_{n}_at_min_r": float(arrays[f"lipschitz_{n}_mean"][0]) for n in use}
         _rows(rows, eps, len(eps_list) > 1, {**res, **first})
+    if dry_run:
+        return summary("dry run: smoothness", dryrun.combine("smoothness", plans).as_dict(), as_json)
     summary("smoothness", {"out": out, **rows}, as_json)
 
 
@@ -1184,13 +1228,14 @@ def smoothness_cmd(
 @click.option("--out", type=click.Path(dir_okay=False), default="results.h5", show_default=True, help="Results file.")
 @click.option("--name", default=None, help="Run name (default: the checkpoints' stems plus order and eps).")
 @click.option("--overwrite", is_flag=True, help="Replace a stored run, curve or partial work that has another config.")
+@click.option("--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing.")
 @foreign_options
 @common
 def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd_steps: int | None,
              pgd_step_size: float | None, no_augment: bool, points: int, bn_inputs: str, samples: int | None,
              bn_samples: int | None, dataset: str | None, data_root: str | None, curve_out: str | None, out: str,
-             name: str | None, overwrite: bool, arch: str | None, width: int | None, activation: str | None,
-             device: str, seed: int, as_json: bool, debug: bool, **opts: Any) -> None:
+             name: str | None, overwrite: bool, dry_run: bool, arch: str | None, width: int | None,
+             activation: str | None, device: str, seed: int, as_json: bool, debug: bool, **opts: Any) -> None:
     """Train a Bezier curve joining two checkpoints and evaluate it and the straight line along t."""
     import time
 
@@ -1224,6 +1269,13 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
                 "points": points, "bn_inputs": bn_inputs, "samples": samples, "bn_samples": bn_samples,
                 "attack": attack.as_dict()}
     curve_path = Path(curve_out) if curve_out else Path(out).parent / f"{run}.curve.pt"
+    if dry_run:
+        from .dryrun import connect_plan
+
+        plan = connect_plan(ends, config, attack, out=out, group=group, settings=settings, curve_path=curve_path,
+                            points=points, bn_inputs=bn_inputs, samples=samples, bn_samples=bn_samples,
+                            data_root=data_root, device=dev, overwrite=overwrite)
+        return summary("dry run: connect", plan.as_dict(), as_json)
     status = "stored"
     if not store.find_complete(out, group, settings, overwrite=overwrite):
         grid = store.Grid(out, group, settings, (points,), fields(eps > 0), overwrite=overwrite)
@@ -1305,6 +1357,7 @@ def _hessian_run_names(
     "--tol", type=click.FloatRange(min=0), default=None, help="Solver tolerance (1e-6 lanczos, 1e-3 power)."
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing.")
 @analysis_options
 @common
 def hessian_cmd(
@@ -1318,6 +1371,7 @@ def hessian_cmd(
     density: bool,
     tol: float | None,
     batch_size: int,
+    dry_run: bool,
     eps_list: tuple[float, ...],
     norm: str,
     pgd_steps: int | None,
@@ -1376,6 +1430,12 @@ def hessian_cmd(
     if len(set(groups)) < len(groups):
         raise BadInput(f"several runs would be stored as the same group ({', '.join(groups)}); use --name")
     cached = [find_complete(out, group, config, overwrite=overwrite) for _, _, group, config in runs]
+    if dry_run:
+        from .dryrun import hessian_plan
+
+        plan = hessian_plan(runs, cached, top=top, method=method, params=globs, random_samples=random_samples,
+                            save_vectors=save_vectors, trace=trace, density=density, batch_size=batch_size)
+        return summary(f"dry run: hessian -> {out}", plan.as_dict(), as_json)
     rows: dict[str, Any] = {}
     with progress_bar(len(runs), "hessian") as bar:
         task = bar.add_task("hessian", total=len(runs), info="")

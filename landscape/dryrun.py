@@ -1,0 +1,781 @@
+"""Dry runs: what a command would compute, how long it would take and what it would write.
+
+`--dry-run` on train, hessian, surface, cosine, smoothness and connect validates the
+options exactly as the command does, then counts passes instead of running them, times
+a short calibration on the chosen device and adds up the result arrays. Nothing is
+written and no file is modified.
+
+Unit: an *example-pass* is one example through the network one way. A batch of b
+examples run forward counts b forward example-passes; its backward counts b more.
+Passes are counted by kind, each with its forward and its backward:
+
+- `forward`: a forward without gradients (evaluation, BN re-estimation);
+- `forward_stacked`: a clean surface point evaluated with P parameter sets per vmapped
+  call (P x b example-passes per call of b examples);
+- `input_grad`: forward + backward to the input (one PGD iteration);
+- `weight_grad`: forward + backward to the weights (a training step, AWP's proxy step,
+  the gradients of `smoothness`); TRADES' two forwards count 2b;
+- `hvp`: one Hessian-vector product on b examples, forward-over-reverse: counted as one
+  forward and one backward, each carrying a tangent (about twice the work; the time
+  estimate calibrates a real product).
+
+`calls` counts the network's invocations (batches) per kind; a vmapped block of vectors
+or points is one call. Counts are exact except for iterative eigensolvers (Lanczos,
+PyHessian's power iteration) and SLQ, whose numbers of products depend on the spectrum:
+those are estimates or upper bounds and the plan says so. The time estimate is the sum
+over kinds of example-passes times the seconds per example-pass measured on one real
+batch of the real model (warm-up first, synchronized on CUDA); data loading, PGD
+bookkeeping, scipy and file writes are not included. Result sizes are the bytes of the
+arrays (dtype x shape) of the HDF5 groups and checkpoints, without HDF5 or pickle
+overhead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import vmap
+
+from . import store
+from .attacks import AttackConfig, perturb
+from .params import functional_forward
+from .util import BadInput, make_generator
+
+KINDS = ("forward", "forward_stacked", "input_grad", "weight_grad", "hvp")
+BACKWARD_KINDS = ("input_grad", "weight_grad", "hvp")
+CALIBRATION_SECONDS = 0.25  # per kind
+CALIBRATION_REPEATS = 10
+F64, F32, I64, BOOL = 8, 4, 8, 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a command would do: example-passes and calls by kind, estimated seconds, result
+    bytes; `exact` is False when a count is an estimate or an upper bound (see `notes`)."""
+
+    command: str
+    runs: tuple[str, ...]
+    passes: Mapping[str, int]
+    calls: Mapping[str, int]
+    seconds: float
+    result_bytes: int
+    exact: bool = True
+    notes: tuple[str, ...] = ()
+    device: str = ""
+
+    @property
+    def forward_passes(self) -> int:
+        return int(sum(self.passes.values()))
+
+    @property
+    def backward_passes(self) -> int:
+        return int(sum(self.passes.get(k, 0) for k in BACKWARD_KINDS))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": True,
+            "command": self.command,
+            "runs": list(self.runs),
+            "unit": "example-passes (examples x passes through the network)",
+            "forward_passes": self.forward_passes,
+            "backward_passes": self.backward_passes,
+            "passes_by_kind": {k: int(v) for k, v in self.passes.items() if v},
+            "calls_by_kind": {k: int(v) for k, v in self.calls.items() if v},
+            "exact": self.exact,
+            "estimated_seconds": self.seconds,
+            "estimated_time": _duration(self.seconds),
+            "result_bytes": self.result_bytes,
+            "result_size": _size(self.result_bytes),
+            "device": self.device,
+            "notes": list(self.notes),
+        }
+
+
+def combine(command: str, plans: Sequence[Plan]) -> Plan:
+    """One plan for a command that makes several runs (several eps, checkpoints)."""
+    passes: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    for p in plans:
+        passes.update(p.passes)
+        calls.update(p.calls)
+    notes = tuple(dict.fromkeys(n for p in plans for n in p.notes))
+    return Plan(
+        command,
+        tuple(r for p in plans for r in p.runs),
+        dict(passes),
+        dict(calls),
+        float(sum(p.seconds for p in plans)),
+        int(sum(p.result_bytes for p in plans)),
+        all(p.exact for p in plans),
+        notes,
+        plans[0].device if plans else "",
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+# ------------------------------------------------------------------------- calibration
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Calibration:
+    """Seconds per example-pass of each kind, measured on demand on one real batch of the
+    real model on its device (one warm-up, then repeats for about a quarter second)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        X: Tensor,
+        y: Tensor,
+        *,
+        batch_size: int,
+        params: Sequence[str] | None = None,
+    ) -> None:
+        self.model, self.params = model, params
+        self.x, self.y = X[:batch_size], y[:batch_size]
+        self.device = self.x.device
+        self.per_example: dict[tuple[str, int], float] = {}
+
+    def _work(self, kind: str, points: int) -> Callable[[], object]:
+        model, x, y = self.model, self.x, self.y
+        if kind == "forward":
+            return lambda: model(x)
+        if kind == "forward_stacked":
+            stacked = {
+                n: p.detach().unsqueeze(0).expand(points, *p.shape)
+                for n, p in model.named_parameters()
+            }
+            return lambda: vmap(lambda p: functional_forward(model, p, x))(stacked)
+        if kind == "input_grad":
+            # One real PGD iteration, with its sign, projection and clamp.
+            step = AttackConfig(eps=8 / 255, steps=1, step_size=2 / 255)
+            return lambda: perturb(model, x, y, step, generator=make_generator(0, self.device))
+        if kind == "weight_grad":
+            weights = [p for p in model.parameters() if p.requires_grad]
+
+            def weight_grad() -> object:
+                with torch.enable_grad():
+                    return torch.autograd.grad(F.cross_entropy(model(x), y), weights)
+
+            return weight_grad
+        from .curvature import HessianOperator
+
+        op = HessianOperator(model, x, y, params=self.params, batch_size=x.shape[0])
+        v = torch.randn(op.dim, generator=make_generator(0, self.device), device=self.device)
+        return lambda: op.matvec(v)
+
+    def _measure(self, kind: str, points: int) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            work = self._work(kind, points)
+            with torch.no_grad() if kind in ("forward", "forward_stacked") else torch.enable_grad():
+                work()
+                _sync(self.device)
+                repeats, start = 0, time.perf_counter()
+                while repeats < CALIBRATION_REPEATS:
+                    work()
+                    _sync(self.device)
+                    repeats += 1
+                    if time.perf_counter() - start >= CALIBRATION_SECONDS:
+                        break
+                elapsed = time.perf_counter() - start
+        finally:
+            self.model.train(was_training)
+        return elapsed / repeats / (self.x.shape[0] * points)
+
+    def seconds(self, passes: Mapping[str, int], points: int = 1) -> float:
+        """Estimated wall time of these example-passes (`points` stacked per vmapped call)."""
+        total = 0.0
+        for kind, count in passes.items():
+            key = (kind, points if kind == "forward_stacked" else 1)
+            if count:
+                if key not in self.per_example:
+                    self.per_example[key] = self._measure(*key)
+                total += count * self.per_example[key]
+        return total
+
+
+# ---------------------------------------------------------------------------- counting
+
+
+@dataclass
+class _Tally:
+    """Example-passes and calls by kind, accumulated while walking a command's loops."""
+
+    passes: Counter = field(default_factory=Counter)
+    calls: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+    exact: bool = True
+
+    def add(self, kind: str, examples: int, batch_size: int, times: int = 1, rows: int = 1) -> None:
+        """`times` passes of `kind` over `examples` in batches; each call carries `rows`
+        rows per example (P stacked points, SLQ's vmapped probes)."""
+        if times <= 0 or examples <= 0:
+            return
+        self.passes[kind] += examples * times * rows
+        self.calls[kind] += math.ceil(examples / batch_size) * times
+
+    def pgd(
+        self, examples: int, batch_size: int, attack: AttackConfig | None, times: int = 1
+    ) -> None:
+        """PGD from `perturb`: one input-gradient pass per iteration (nothing at eps 0)."""
+        if attack is not None and attack.eps > 0:
+            self.add("input_grad", examples, batch_size, attack.steps * times)
+
+    def evaluate(
+        self, examples: int, batch_size: int, attack: AttackConfig, times: int = 1
+    ) -> None:
+        """`attacks.evaluate`: PGD plus a clean and an adversarial forward (eps 0: one forward)."""
+        self.pgd(examples, batch_size, attack, times)
+        self.add("forward", examples, batch_size, times * (2 if attack.eps > 0 else 1))
+
+    def plan(
+        self,
+        command: str,
+        runs: Sequence[str],
+        calibration: Calibration,
+        result_bytes: int,
+        points: int = 1,
+    ) -> Plan:
+        seconds = calibration.seconds(self.passes, points)
+        device = str(calibration.device)
+        return Plan(
+            command,
+            tuple(runs),
+            {k: int(self.passes[k]) for k in KINDS if self.passes[k]},
+            {k: int(self.calls[k]) for k in KINDS if self.calls[k]},
+            seconds,
+            int(result_bytes),
+            self.exact,
+            tuple(self.notes),
+            device,
+        )
+
+
+def lanczos_estimate(k: int) -> int:
+    """Products ARPACK's Lanczos typically spends on the top k (ncv = max(2k + 1, 20)):
+    about ncv + 5k, fitted on digits models (k = 1..20 took 21..131); not a bound."""
+    return max(2 * k + 1, 20) + 5 * k
+
+
+def _eigensolver(
+    tally: _Tally, k: int, method: str, examples: int, batch_size: int, block: int = 16
+) -> None:
+    """Top-k eigenpairs (`curvature.top_eigenpairs`): the solver's products, then the k of
+    the residual check (vmapped in blocks of `block` vectors)."""
+    from .curvature import POWER_MAX_ITER
+
+    if method == "lanczos":
+        tally.add("hvp", examples, batch_size, lanczos_estimate(k))
+        tally.notes.append(
+            f"Lanczos top-{k}: about {lanczos_estimate(k)} products (ARPACK stops when it converges)"
+        )
+    else:
+        tally.add("hvp", examples, batch_size, k * POWER_MAX_ITER)
+        tally.add("weight_grad", examples, batch_size)
+        tally.notes.append(
+            f"power iteration: at most {POWER_MAX_ITER} products per eigenvalue (an upper bound)"
+        )
+    tally.exact = False
+    tally.passes["hvp"] += examples * k
+    tally.calls["hvp"] += math.ceil(examples / batch_size) * math.ceil(k / block)
+
+
+def _eigen_directions(
+    tally: _Tally, k: int, examples: int, attack: AttackConfig | None, batch_size: int = 256
+) -> None:
+    """`hessian.eigen_directions`: PGD once at theta, then the top-k eigenpairs (Lanczos)."""
+    tally.pgd(examples, batch_size, attack)
+    _eigensolver(tally, k, "lanczos", examples, batch_size)
+
+
+def _arrays_bytes(shapes: Mapping[str, tuple[tuple[int, ...], int]]) -> int:
+    return int(sum(math.prod(shape) * size for shape, size in shapes.values()))
+
+
+# ----------------------------------------------------------------------- stored state
+
+
+def grid_done(
+    out: str | Path,
+    group: str,
+    config: Mapping[str, Any],
+    shape: tuple[int, ...],
+    *,
+    overwrite: bool,
+) -> tuple[np.ndarray, bool]:
+    """(points already done, stored complete) for a grid run, read without writing anything.
+
+    Same decisions as `store.find_complete` and `store.Grid`: another config stored or in
+    the sidecar is bad input unless `overwrite`; an unreadable sidecar counts as no work.
+    """
+    done = np.zeros(shape, dtype=bool)
+    if store.find_complete(out, group, config, overwrite=overwrite):
+        return ~done, True
+    path = Path(out)
+    sidecar = path.with_name(f"{path.name}.{group.strip('/').replace('/', '.')}.partial.h5")
+    if not sidecar.exists():
+        return done, False
+    try:
+        with h5py.File(sidecar, "r") as f:
+            if f.attrs.get("config") == store.canonical_config(config) and tuple(
+                f["done"].shape
+            ) == tuple(shape):
+                return f["done"][()].astype(bool), False
+    except (OSError, KeyError):
+        return done, False
+    if not overwrite:
+        raise BadInput(
+            f"{sidecar} holds partial work with another config; pass --overwrite to discard it"
+        )
+    return done, False
+
+
+def _resume_note(tally: _Tally, done: np.ndarray, complete: bool) -> None:
+    if complete:
+        tally.notes.append("stored complete with the same config: nothing to compute")
+    elif done.any():
+        tally.notes.append(f"{int(done.sum())} of {done.size} points already done (sidecar)")
+
+
+# ------------------------------------------------------------------------ the commands
+
+
+def surface_plan(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    *,
+    out: str,
+    group: str,
+    config: Mapping[str, Any],
+    shape: tuple[int, ...],
+    attack: AttackConfig | None,
+    bn: str,
+    batch_size: int,
+    points_per_batch: int | None,
+    dirs: str,
+    direction_options: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    seed: int,
+    overwrite: bool,
+    calibration: Calibration,
+) -> Plan:
+    """`landscape surface`: per point a clean pass (vmapped `points_per_batch` at a time, or
+    BN re-estimation plus a clean pass) and, for eps > 0, PGD plus an adversarial forward."""
+    from .directions import make_directions
+    from .surface import default_points_per_batch, fields_for, has_batchnorm
+
+    tally = _Tally()
+    dim, n = len(shape), int(X.shape[0])
+    if dirs == "eigen" and direction_options.get("hessian_group") is None:
+        _eigen_directions(tally, dim, n, attack)
+        trajectory = None
+    else:
+        trajectory = make_directions(
+            dirs,
+            model,
+            dim,
+            X=X,
+            y=y,
+            seed=seed,
+            results_file=out,
+            spec=spec,
+            attack=attack,
+            **direction_options,
+        ).trajectory
+    done, complete = grid_done(out, group, config, shape, overwrite=overwrite)
+    _resume_note(tally, done, complete)
+    recompute = bn == "recompute" and has_batchnorm(model)
+    per_call = 1 if recompute else (points_per_batch or default_points_per_batch(X.device))
+    flat = done.reshape(-1)
+    for start in range(0, flat.size, per_call):
+        block = flat[start : start + per_call]
+        pending = int((~block).sum())
+        if not pending:
+            continue
+        if per_call > 1:
+            tally.add("forward_stacked", n, batch_size, rows=block.size)
+        else:
+            tally.add("forward", n, batch_size, 2 if recompute else 1)
+        tally.pgd(n, batch_size, attack, pending)
+        if attack is not None:
+            tally.add("forward", n, batch_size, pending)
+    fields = fields_for(attack.eps if attack is not None else 0.0)
+    sizes = {"x": ((shape[0],), F64), "done": (shape, BOOL)}
+    if dim == 2:
+        sizes["y"] = ((shape[1],), F64)
+    sizes.update({f: (shape, F64) for f in fields})
+    if trajectory is not None:
+        sizes["explained_variance_ratio"] = ((dim,), F32)
+        sizes["trajectory"] = ((len(trajectory.paths), dim), F32)
+        sizes["trajectory_epoch"] = ((len(trajectory.paths),), F64)
+    return tally.plan("surface", [group], calibration, _arrays_bytes(sizes), per_call)
+
+
+def cosine_plan(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    *,
+    out: str,
+    group: str,
+    config: Mapping[str, Any],
+    alphas: np.ndarray,
+    attack: AttackConfig,
+    repeats: int,
+    batch_size: int,
+    hessian_group: str | None,
+    overwrite: bool,
+    calibration: Calibration,
+) -> Plan:
+    """`landscape cosine`: per a, for the top and the random direction, `repeats` times, PGD
+    and a forward at theta + a v and at theta - a v."""
+    from .cosine import FIELDS
+    from .directions import make_directions
+
+    tally = _Tally()
+    n = int(X.shape[0])
+    if hessian_group is None:
+        _eigen_directions(tally, 1, n, attack if attack.eps > 0 else None)
+    else:
+        make_directions("eigen", model, 1, hessian_group=hessian_group, results_file=out)
+    done, complete = grid_done(out, group, config, alphas.shape, overwrite=overwrite)
+    _resume_note(tally, done, complete)
+    times = int((~done).sum()) * 2 * repeats * 2
+    tally.pgd(n, batch_size, attack, times)
+    tally.add("forward", n, batch_size, times)
+    sizes = {"alpha": (alphas.shape, F64), "done": (alphas.shape, BOOL)}
+    sizes.update({f: (alphas.shape, F64 if not f.startswith("zero") else I64) for f in FIELDS})
+    return tally.plan("cosine", [group], calibration, _arrays_bytes(sizes))
+
+
+def smoothness_plan(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    *,
+    out: str,
+    group: str,
+    config: Mapping[str, Any],
+    radii: np.ndarray,
+    attack: AttackConfig,
+    norms: Sequence[str],
+    dirs: str,
+    count: int | None,
+    batch_size: int,
+    hessian_group: str | None,
+    overwrite: bool,
+    calibration: Calibration,
+) -> Plan:
+    """`landscape smoothness`: for each norm and direction, the gradient at theta and at
+    every pending radius, each after PGD (L-inf and L2 run the same iterations)."""
+    from .directions import make_directions
+    from .smoothness import NORMS, fields_for
+
+    # The checks `smoothness.smoothness` makes before computing.
+    if not norms or any(n not in NORMS for n in norms):
+        raise BadInput(f"--norms {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}")
+    if attack.eps == 0 and any(n != "clean" for n in norms):
+        raise BadInput("--norms linf/l2 need --eps > 0; with eps 0 only the clean profile exists")
+    tally = _Tally()
+    n = int(X.shape[0])
+    k = count or (4 if dirs == "random" else 1)
+    linf = attack if attack.eps > 0 else None
+    if dirs == "eigen" and hessian_group is None:
+        _eigen_directions(tally, k, n, linf)
+    else:
+        make_directions(dirs, model, k, hessian_group=hessian_group, results_file=out)
+    done, complete = grid_done(out, group, config, radii.shape, overwrite=overwrite)
+    _resume_note(tally, done, complete)
+    pending = int((~done).sum())
+    points = (pending + 1 if pending else 0) * k
+    for norm in norms:
+        tally.pgd(n, batch_size, linf if norm != "clean" else None, points)
+        tally.add("weight_grad", n, batch_size, points)
+    sizes = {"radius": (radii.shape, F64), "done": (radii.shape, BOOL)}
+    sizes.update({f: (radii.shape, F64) for f in fields_for(norms)})
+    return tally.plan("smoothness", [group], calibration, _arrays_bytes(sizes))
+
+
+def hessian_plan(
+    runs: Sequence[tuple[Any, AttackConfig, str, Mapping[str, Any]]],
+    cached: Sequence[bool],
+    *,
+    top: int,
+    method: str,
+    params: Sequence[str] | None,
+    random_samples: int,
+    save_vectors: bool,
+    trace: bool,
+    density: bool,
+    batch_size: int,
+) -> Plan:
+    """`landscape hessian`, one run per (checkpoint inputs, attack, group, config) of the
+    command: PGD once, the eigensolver's products and the residual check, the optional
+    trace and density products, the loss, and R random initializations attacked and
+    evaluated for the loss scale. One calibration per checkpoint."""
+    from .curvature import select_params
+    from .hessian import DENSITY_POINTS, DENSITY_PROBES, DENSITY_STEPS, TRACE_PROBES
+
+    calibrations: dict[int, Calibration] = {}
+    plans = []
+    for (inputs, attack, group, _), hit in zip(runs, cached):
+        model, n = inputs.model, int(inputs.X.shape[0])
+        if id(inputs) not in calibrations:
+            calibrations[id(inputs)] = Calibration(
+                model, inputs.X, inputs.y, batch_size=batch_size, params=params
+            )
+        weights = dict(model.named_parameters())
+        dim = sum(weights[name].numel() for name in select_params(model, params))
+        tally = _Tally()
+        if hit:
+            tally.notes.append(f"{group} is stored complete with the same config")
+        else:
+            tally.pgd(n, batch_size, attack)
+            _eigensolver(tally, top, method, n, batch_size)
+            if trace:
+                tally.passes["hvp"] += n * TRACE_PROBES
+                tally.calls["hvp"] += math.ceil(n / batch_size) * math.ceil(TRACE_PROBES / 16)
+            if density:
+                steps = min(DENSITY_STEPS, dim)
+                tally.add("hvp", n, batch_size, steps, rows=DENSITY_PROBES)
+                tally.notes.append(f"density: at most {steps} SLQ steps of {DENSITY_PROBES} probes")
+            tally.add("forward", n, batch_size)
+            tally.evaluate(n, batch_size, attack, random_samples)
+        sizes = {
+            "index": ((top,), I64),
+            "eigenvalues": ((top,), F64),
+            "eigenvalues_normalized": ((top,), F64),
+            "residuals": ((top,), F64),
+            "random_losses": ((random_samples,), F64),
+        }
+        if save_vectors:
+            sizes["eigenvectors"] = ((top, dim), F32)
+        if density:
+            sizes["density_grid"] = ((DENSITY_POINTS,), F64)
+            sizes["density"] = ((DENSITY_POINTS,), F64)
+        plans.append(tally.plan("hessian", [group], calibrations[id(inputs)], _arrays_bytes(sizes)))
+    return combine("hessian", plans)
+
+
+def _state_bytes(model: nn.Module) -> int:
+    return int(sum(t.numel() * t.element_size() for t in model.state_dict().values()))
+
+
+def _fresh_model(spec: Mapping[str, Any], device: torch.device) -> nn.Module:
+    """The architecture of `spec` for calibration, built without touching the global RNG."""
+    from .checkpoint import build_from_spec
+
+    with torch.random.fork_rng(devices=[]):
+        return build_from_spec(spec, device)
+
+
+def _train_start(config: Any, folder: Path, overwrite: bool) -> int | None:
+    """The epoch `train` would start from in `folder` (None: finished with this config),
+    with the same refusals as `train.train`."""
+    from .checkpoint import read_checkpoint
+
+    cfg_json = store.canonical_config(config.as_dict())
+    final, resume = folder / "final.pt", folder / "resume.pt"
+    if final.exists() and not overwrite:
+        done = read_checkpoint(final)
+        if store.canonical_config(done.get("train", {}).get("config", {})) == cfg_json:
+            return None
+        raise BadInput(
+            f"{folder} already holds a finished run with another config; use another --out or --overwrite"
+        )
+    if resume.exists() and not overwrite:
+        state = read_checkpoint(resume)
+        if store.canonical_config(state.get("config", {})) != cfg_json:
+            raise BadInput(
+                f"{folder} holds an unfinished run with another config; use another --out or --overwrite"
+            )
+        return int(state["epoch"])
+    return 0
+
+
+def train_plan(
+    config: Any,
+    out: str | Path,
+    *,
+    device: torch.device,
+    data_root: str | Path | None = None,
+    overwrite: bool = False,
+) -> Plan:
+    """`landscape train` (a `TrainConfig`): per mini-batch the attack at the scheduled eps
+    (TRADES adds a clean forward), AWP's proxy gradient when on, and the training pass
+    (TRADES: two forwards); test evaluations every `eval_every` epochs and at the end."""
+    from .attacks import attack_config
+    from .checkpoint import model_spec
+    from .data import dataset_info, load_dataset
+    from .train import EVAL_COLUMNS, TRACE_COLUMNS
+
+    config.validate()
+    family = dataset_info(config.dataset).family
+    X, y = load_dataset(config.dataset, "train", data_root, device)
+    X_test, _ = load_dataset(config.dataset, "test", data_root, device)
+    spec = model_spec(config.arch, config.dataset, width=config.width, activation=config.activation)
+    start = _train_start(config, Path(out), overwrite)
+    target = attack_config(
+        config.eps,
+        family=family,
+        norm=config.norm,
+        steps=config.pgd_steps,
+        step_size=config.pgd_step_size,
+    )
+    schedule = config.schedule()
+    tally = _Tally()
+    n, n_test, bs = int(X.shape[0]), int(X_test.shape[0]), config.batch_size
+    per_epoch = math.ceil(n / bs)
+    sizes = [min(bs, n - i * bs) for i in range(per_epoch)]
+    per_step = config.langevin_steps if config.optimizer.startswith("entropy") else 1
+    trades = config.loss == "trades"
+    if start is None:
+        tally.notes.append("finished with the same config: nothing to train")
+    for epoch in range(config.epochs if start is None else start, config.epochs):
+        for index in range(0, per_epoch, per_step):
+            d = epoch + index / per_epoch
+            adversarial = schedule.eps_at(d) > 0
+            awp = config.awp_gamma > 0 and d >= config.awp_warmup
+            forwards = 2 if trades and adversarial else 1
+            for b in sizes[index : index + per_step]:
+                if adversarial:
+                    tally.add("forward", b, b, int(trades))
+                    tally.add("input_grad", b, b, target.steps)
+                tally.add("weight_grad", b, b, forwards * (2 if awp else 1))
+        finished = epoch + 1
+        if config.eval_every and (finished % config.eval_every == 0 or finished == config.epochs):
+            tally.evaluate(min(config.eval_samples, n_test), 500, target)
+    if start is not None:
+        tally.evaluate(n_test, 500, target)
+    evals = sum(
+        1
+        for e in range(1, config.epochs + 1)
+        if config.eval_every and (e % config.eval_every == 0 or e == config.epochs)
+    )
+    files = 2 + len(config.save_epochs) + (len(schedule.periods.ends()) if config.periods else 0)
+    model = _fresh_model(spec, device)
+    rows = config.epochs * per_epoch
+    result = files * _state_bytes(model) + rows * len(TRACE_COLUMNS) * F64
+    result += evals * len(EVAL_COLUMNS) * F64
+    tally.notes.append(
+        f"{files} checkpoints of {_size(_state_bytes(model))} and a trace of {rows} rows; "
+        "resume.pt is rewritten every epoch and removed at the end"
+    )
+    calibration = Calibration(model, X, y, batch_size=bs)
+    return tally.plan("train", [str(out)], calibration, result)
+
+
+def connect_plan(
+    ends: Any,
+    config: Any,
+    attack: AttackConfig,
+    *,
+    out: str,
+    group: str,
+    settings: Mapping[str, Any],
+    curve_path: Path,
+    points: int,
+    bn_inputs: str,
+    samples: int | None,
+    bn_samples: int | None,
+    data_root: str | None,
+    device: torch.device,
+    overwrite: bool,
+) -> Plan:
+    """`landscape connect`: curve training (per mini-batch PGD at B(t) and a training pass),
+    then at every pending t, for the curve and the line, BN re-estimation (clean, or a clean
+    pass, PGD and a pass on the attacked data) and an evaluation of each split."""
+    from .checkpoint import read_checkpoint
+    from .connect import _identity, fields, load_curve, resume_path
+    from .data import load_dataset
+
+    tally = _Tally()
+    X, y = load_dataset(ends.spec["dataset"], "train", data_root, device)
+    X_test, _ = load_dataset(ends.spec["dataset"], "test", data_root, device)
+    done, complete = grid_done(out, group, settings, (points,), overwrite=overwrite)
+    _resume_note(tally, done, complete)
+    identity, start = _identity(config, ends), 0
+    epochs = config.epochs if config.order > 1 else 0
+    if complete:
+        start = epochs
+    elif curve_path.exists():
+        _, obj = load_curve(curve_path, device)
+        stored = store.canonical_config(
+            {
+                "config": obj.get("train", {}).get("config", {}),
+                "start_sha256": obj["endpoints"].get("start_sha256"),
+                "end_sha256": obj["endpoints"].get("end_sha256"),
+            }
+        )
+        if stored == identity:
+            start = epochs
+            tally.notes.append(f"{curve_path} holds this curve: no training")
+        elif not overwrite:
+            raise BadInput(
+                f"{curve_path} holds a curve with another config or other endpoints; use another "
+                f"--curve-out or --overwrite"
+            )
+    resume = resume_path(curve_path)
+    if start < epochs and resume.exists():
+        state = read_checkpoint(resume)
+        if state.get("identity") == identity:
+            start = int(state["epoch"])
+            tally.notes.append(f"curve training resumes after epoch {start}")
+        elif not overwrite:
+            raise BadInput(
+                f"{resume} holds an unfinished curve with another config or other "
+                f"endpoints; use another --curve-out or --overwrite"
+            )
+    n, bs = int(X.shape[0]), config.batch_size
+    for b in [min(bs, n - i) for i in range(0, n, bs)] * (epochs - start):
+        tally.pgd(b, b, attack)
+        tally.add("weight_grad", b, b)
+    net = _fresh_model(ends.spec, device)
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    n_bn = len(X[:bn_samples])
+    times = int((~done).sum()) * 2
+    if has_bn:
+        tally.add("forward", n_bn, 500, times)
+        if bn_inputs == "adv":
+            tally.pgd(n_bn, 500, attack, times)
+            tally.add("forward", n_bn, 500, times)
+    for split in (X, X_test):
+        tally.evaluate(len(split[:samples]), 500, attack, times)
+    curve_bytes = (config.order + 1) * sum(p.numel() for p in net.parameters()) * F32
+    sizes = {"t": ((points,), F64), "done": ((points,), BOOL)}
+    sizes.update({f: ((points,), F64) for f in fields(attack.eps > 0)})
+    tally.notes.append(f"curve file {curve_path}: {_size(curve_bytes)} of control points")
+    calibration = Calibration(net, X, y, batch_size=bs)
+    return tally.plan("connect", [group], calibration, _arrays_bytes(sizes) + curve_bytes)
