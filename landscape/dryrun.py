@@ -56,6 +56,7 @@ KINDS = ("forward", "forward_stacked", "input_grad", "weight_grad", "hvp")
 BACKWARD_KINDS = ("input_grad", "weight_grad", "hvp")
 CALIBRATION_SECONDS = 0.25  # per kind
 CALIBRATION_REPEATS = 10
+HVP_BLOCK = 16  # vectors per vmapped pass: HessianOperator's default block
 F64, F32, I64, BOOL = 8, 4, 8, 1
 
 
@@ -73,6 +74,7 @@ class Plan:
     exact: bool = True
     notes: tuple[str, ...] = ()
     device: str = ""
+    seconds_per_pass: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def forward_passes(self) -> int:
@@ -98,6 +100,9 @@ class Plan:
             "result_bytes": self.result_bytes,
             "result_size": _size(self.result_bytes),
             "device": self.device,
+            "seconds_per_example_pass": {
+                k: float(f"{v:.3g}") for k, v in self.seconds_per_pass.items()
+            },
             "notes": list(self.notes),
         }
 
@@ -106,9 +111,11 @@ def combine(command: str, plans: Sequence[Plan]) -> Plan:
     """One plan for a command that makes several runs (several eps, checkpoints)."""
     passes: Counter[str] = Counter()
     calls: Counter[str] = Counter()
+    rates: dict[str, float] = {}
     for p in plans:
         passes.update(p.passes)
         calls.update(p.calls)
+        rates.update(p.seconds_per_pass)
     notes = tuple(dict.fromkeys(n for p in plans for n in p.notes))
     return Plan(
         command,
@@ -120,6 +127,7 @@ def combine(command: str, plans: Sequence[Plan]) -> Plan:
         all(p.exact for p in plans),
         notes,
         plans[0].device if plans else "",
+        rates,
     )
 
 
@@ -131,12 +139,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return ""
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 # ------------------------------------------------------------------------- calibration
@@ -268,7 +278,11 @@ class _Tally:
         points: int = 1,
     ) -> Plan:
         seconds = calibration.seconds(self.passes, points)
-        device = str(calibration.device)
+        rates = {
+            k: calibration.per_example[(k, points if k == "forward_stacked" else 1)]
+            for k in KINDS
+            if self.passes[k]
+        }
         return Plan(
             command,
             tuple(runs),
@@ -278,7 +292,8 @@ class _Tally:
             int(result_bytes),
             self.exact,
             tuple(self.notes),
-            device,
+            str(calibration.device),
+            rates,
         )
 
 
@@ -288,11 +303,9 @@ def lanczos_estimate(k: int) -> int:
     return max(2 * k + 1, 20) + 5 * k
 
 
-def _eigensolver(
-    tally: _Tally, k: int, method: str, examples: int, batch_size: int, block: int = 16
-) -> None:
+def _eigensolver(tally: _Tally, k: int, method: str, examples: int, batch_size: int) -> None:
     """Top-k eigenpairs (`curvature.top_eigenpairs`): the solver's products, then the k of
-    the residual check (vmapped in blocks of `block` vectors)."""
+    the residual check (vmapped in blocks)."""
     from .curvature import POWER_MAX_ITER
 
     if method == "lanczos":
@@ -308,7 +321,7 @@ def _eigensolver(
         )
     tally.exact = False
     tally.passes["hvp"] += examples * k
-    tally.calls["hvp"] += math.ceil(examples / batch_size) * math.ceil(k / block)
+    tally.calls["hvp"] += math.ceil(examples / batch_size) * math.ceil(k / HVP_BLOCK)
 
 
 def _eigen_directions(
@@ -566,7 +579,9 @@ def hessian_plan(
             _eigensolver(tally, top, method, n, batch_size)
             if trace:
                 tally.passes["hvp"] += n * TRACE_PROBES
-                tally.calls["hvp"] += math.ceil(n / batch_size) * math.ceil(TRACE_PROBES / 16)
+                tally.calls["hvp"] += math.ceil(n / batch_size) * math.ceil(
+                    TRACE_PROBES / HVP_BLOCK
+                )
             if density:
                 steps = min(DENSITY_STEPS, dim)
                 tally.add("hvp", n, batch_size, steps, rows=DENSITY_PROBES)

@@ -33,19 +33,24 @@ def dry(args, capsys) -> dict:
     plan = json.loads(out)
     assert plan["dry_run"] and plan["device"] == "cpu"
     assert math.isfinite(plan["estimated_seconds"]) and plan["estimated_seconds"] >= 0
+    rates = plan["seconds_per_example_pass"]
+    assert set(rates) == set(plan["passes_by_kind"])
+    assert all(math.isfinite(v) and v > 0 for v in rates.values())
     return plan
 
 
 @pytest.fixture
 def counter(monkeypatch):
-    """Counts every call of the networks (all are nn.Sequential at the top; none nested in
-    these tests): calls, example rows forward, and backward calls and rows reaching the
+    """Counts every call of the networks (an nn.Sequential whose first module is the input
+    normalization): calls, example rows forward, and backward calls and rows reaching the
     output. A vmapped call counts once, with the rows of its (unbatched) input."""
     c = SimpleNamespace(calls=0, rows=0, back_calls=0, back_rows=0)
     original = nn.Sequential.forward
 
     def forward(self, x):
         out = original(self, x)
+        if "normalize" not in self._modules:
+            return out
         c.calls += 1
         c.rows += x.shape[0]
         if out.requires_grad:
@@ -225,6 +230,47 @@ def test_connect_counts_and_size(digits_run, tmp_path, capsys, counter):
     assert plan["result_bytes"] == group_bytes(out, "/connect/k") + curve_bytes
     # Stored: nothing to do.
     assert dry(args, capsys)["forward_passes"] == 0
+
+
+@pytest.fixture(scope="module")
+def vgg_pair(tmp_path_factory):
+    """Two untrained VGG w=1 digits checkpoints: a model with BatchNorm."""
+    from landscape.checkpoint import build_from_spec, model_spec, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("vgg")
+    spec = model_spec("vgg", "digits", width=1)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_checkpoint(folder / f"v{seed}.pt", build_from_spec(spec), spec)
+    return folder / "v0.pt", folder / "v1.pt"
+
+
+def test_batchnorm_re_estimation_counts(vgg_pair, tmp_path, capsys, counter):
+    a, b = (str(p) for p in vgg_pair)
+    runs = {
+        "connect": ["connect", a, b, "--eps", "0.1", "--pgd-steps", "1", "--epochs", "1",
+                    "--batch-size", "720", "--points", "2", "--samples", "50",
+                    "--bn-samples", "600", "--bn-inputs", "adv", "--name", "v"],
+        "surface": ["surface", a, "--bn", "recompute", "--range", "-1:1:2", "--eps", "0.1",
+                    "--pgd-steps", "1", "--samples", "300", "--batch-size", "128"],
+    }  # fmt: skip
+    plans = {}
+    for command, args in runs.items():
+        args = [*args, "--out", str(tmp_path / f"{command}.h5")]
+        plans[command] = dry(args, capsys)
+        counter.__init__(calls=0, rows=0, back_calls=0, back_rows=0)
+        code, _, err = run(args, capsys)
+        assert code == 0, err
+        assert_counts(plans[command], counter)
+    # connect, per t and path (2 x 2): BN on 600 clean examples (2 batches of 500), PGD-1 on
+    # them and BN again; each split (1 batch) PGD-1 and 2 forwards. Training: 2 batches.
+    assert plans["connect"]["calls_by_kind"] == {
+        "forward": 4 * (2 + 2 + 2 * 2),
+        "input_grad": 2 + 4 * (2 + 2),
+        "weight_grad": 2,
+    }
+    # surface, per point and batch (2 x 3): BN re-estimation, clean and adversarial forward
+    assert plans["surface"]["calls_by_kind"] == {"forward": 2 * 3 * 3, "input_grad": 2 * 3}
 
 
 def test_hessian_estimate_and_size(digits_run, tmp_path, capsys):
