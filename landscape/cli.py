@@ -319,6 +319,19 @@ def cli() -> None:
     help="EntropySGD running-mean weight alpha of the newest theta'.",
 )
 @click.option(
+    "--entropy-start",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Epoch EntropySGD starts; before it, plain SGD at lr * gamma (entropy-sgd2: lr).",
+)
+@click.option(
+    "--entropy-stop",
+    type=float,
+    default=None,
+    help="Epoch from which plain SGD takes over again (Kanai et al. F.2: 150).",
+)
+@click.option(
     "--awp",
     "awp_gamma",
     type=float,

@@ -232,6 +232,12 @@ class EntropySGD(UpdateRule):
     Chaudhari et al.'s code (which hands theta - mu to SGD) and of Alg. 1 line 18 at zero
     variance (h = 1/gamma). The paper's eta = 0.1 with gamma = 0.03 belongs to that
     convention; here it is --lr 0.1/0.03 (or entropy-sgd2 at --lr 0.1).
+
+    Window: EntropySGD runs from epoch `entropy_start` until `entropy_stop`; outside it the
+    rule takes plain mini-batch steps with the same SGD state (Kanai et al. E: no EnSGD for
+    the first 5 epochs on SVHN, 10 with TRADES+AWP; F.2 "tuned": back to SGD at epoch 150).
+    Those steps run at lr * `plain_lr_scale`, the paper's SGD rate of the same schedule:
+    gamma here, since --lr is eta / gamma, and 1 for the second-order rule.
     """
 
     second_order = False
@@ -243,6 +249,8 @@ class EntropySGD(UpdateRule):
         self.inner_lr = config.inner_lr
         self.steps = config.langevin_steps
         self.alpha = config.mean_alpha
+        self.start = config.entropy_start
+        self.stop = math.inf if config.entropy_stop is None else config.entropy_stop
         tensors = list(self.params.values())
         self.anchor = [torch.zeros_like(p) for p in tensors]
         self.mean = [torch.zeros_like(p) for p in tensors]
@@ -259,9 +267,16 @@ class EntropySGD(UpdateRule):
         )
         return [chunk.view_as(p) for chunk, p in zip(flat.split([p.numel() for p in like]), like)]
 
+    @property
+    def plain_lr_scale(self) -> float:
+        return 1.0 if self.second_order else self.gamma
+
     def step(
         self, draw: Callable[[], tuple[Tensor, Tensor] | None], ctx: StepContext
     ) -> list[BatchStats]:
+        if not self.start <= ctx.epoch < self.stop:
+            self.set_lr(ctx.lr * self.plain_lr_scale)
+            return super().step(draw, ctx)
         params = list(self.params.values())
         with torch.no_grad():
             torch._foreach_copy_(self.anchor, params)

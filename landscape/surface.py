@@ -187,11 +187,12 @@ def _stacked_losses(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean clean loss and error at P stacked parameter sets, one vmapped forward per batch.
 
-    A call holds P x `batch_size` examples' activations (no gradients are kept).
+    A call holds P x `batch_size` examples' activations. Inference mode, not just no_grad:
+    it also skips version counting and view tracking, a few percent of a small model's point.
     """
     points = next(iter(stacked.values())).shape[0]
     total = torch.zeros(points, 2, dtype=torch.float64, device=X.device)
-    with torch.no_grad():
+    with torch.inference_mode():
         for i in range(0, X.shape[0], batch_size):
             xb, yb = X[i : i + batch_size], y[i : i + batch_size]
             logits = vmap(lambda p, xb=xb: functional_forward(model, p, xb))(dict(stacked))
@@ -204,14 +205,17 @@ def _stacked_losses(
 
 
 def _stack(base: ParamDict, directions: Sequence[ParamDict], coeffs: Tensor) -> ParamDict:
-    """base + sum_k coeffs[:, k] d_k for every row of coeffs: tensors with a leading point axis."""
+    """base + sum_k coeffs[:, k] d_k for every row of coeffs: tensors with a leading point axis.
+
+    One `addmm` per parameter (coefficients x stacked directions) rather than a clone and
+    one multiply-add per direction: on small models this bookkeeping is a visible part of
+    a clean point.
+    """
     out = {}
     for name, b in base.items():
-        t = b.unsqueeze(0).expand(coeffs.shape[0], *b.shape).clone()
-        for k, d in enumerate(directions):
-            if name in d:
-                t += coeffs[:, k].view(-1, *([1] * b.dim())).to(b.dtype) * d[name]
-        out[name] = t
+        flat = torch.stack([d[name].reshape(-1) for d in directions])
+        rows = torch.addmm(b.reshape(1, -1), coeffs.to(b.dtype), flat)
+        out[name] = rows.view(coeffs.shape[0], *b.shape)
     return out
 
 

@@ -75,6 +75,8 @@ class TrainConfig:
     inner_lr: float = 0.1
     langevin_steps: int = 20
     mean_alpha: float = 0.75
+    entropy_start: float = 0.0
+    entropy_stop: float | None = None
     awp_gamma: float = 0.0
     awp_warmup: int = 0
     loss: str = "ce"
@@ -141,6 +143,20 @@ class TrainConfig:
             raise BadInput(f"--langevin-steps must be >= 1, got {self.langevin_steps}")
         if not 0 < self.mean_alpha <= 1:
             raise BadInput(f"--mean-alpha must lie in (0, 1], got {self.mean_alpha}")
+        if self.entropy_start < 0 or (
+            self.entropy_stop is not None and self.entropy_stop <= self.entropy_start
+        ):
+            raise BadInput(
+                f"--entropy-start {self.entropy_start} and --entropy-stop {self.entropy_stop} "
+                "must satisfy 0 <= start < stop"
+            )
+        if (self.entropy_start > 0 or self.entropy_stop is not None) and not (
+            self.optimizer.startswith("entropy-sgd")
+        ):
+            raise BadInput(
+                "--entropy-start/--entropy-stop set the EntropySGD window; "
+                "use them with --optimizer entropy-sgd or entropy-sgd2"
+            )
         if self.awp_warmup < 0:
             raise BadInput(f"--awp-warmup must be >= 0 epochs, got {self.awp_warmup}")
         for flag, value in (("--gamma", self.entropy_gamma), ("--inner-lr", self.inner_lr)):

@@ -325,10 +325,46 @@ def test_entropy_sgd_resume_is_exact(tmp_path, extra):
     } <= set(config)
 
 
+def test_entropy_window_outside_is_sgd_at_the_papers_rate(tmp_path):
+    """Before --entropy-start the rule takes plain steps at lr * gamma (first order) or lr
+    (second order): bit for bit the SGD run at that rate. After --entropy-stop the steps are
+    plain again: one trace row and one update per mini-batch."""
+    common = dict(arch="lenet", width=1, eps=0.1, pgd_steps=2, batch_size=128, momentum=0.9)
+    gamma = 0.5
+    for name, rule_lr, sgd_lr in (("entropy-sgd", 2.0, 2.0 * gamma), ("entropy-sgd2", 0.3, 0.3)):
+        held = TrainConfig(
+            epochs=1, optimizer=name, lr=rule_lr, entropy_gamma=gamma, entropy_start=1, **common
+        )
+        train(held, tmp_path / name, device="cpu")
+        sgd = TrainConfig(epochs=1, optimizer="sgd", lr=sgd_lr, **common)
+        train(sgd, tmp_path / f"sgd-{name}", device="cpu")
+        a = read_checkpoint(tmp_path / name / "final.pt")["state_dict"]
+        b = read_checkpoint(tmp_path / f"sgd-{name}" / "final.pt")["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    window = dict(optimizer="entropy-sgd", lr=1.0, entropy_gamma=1.0, langevin_steps=5, **common)
+    train(
+        TrainConfig(epochs=2, entropy_stop=1, save_epochs=(1,), **window),
+        tmp_path / "stop",
+        device="cpu",
+    )
+    train(TrainConfig(epochs=1, **window), tmp_path / "ensgd", device="cpu")
+    a = read_checkpoint(tmp_path / "stop" / "epoch_001.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "ensgd" / "final.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    dist = trace(tmp_path / "stop")["distance_from_init"]
+    # 12 batches an epoch: outer steps of 5 + 5 + 2 rows in epoch 1 (the distance is taken at
+    # the outer weights), then a new distance at every plain step of epoch 2.
+    assert len(dist) == 24 and np.all(dist[5:10] == dist[5])
+    assert len(np.unique(dist[12:])) == 12
+
+
 @pytest.mark.parametrize(
     "bad",
     [
         dict(optimizer="entropy"),
+        dict(optimizer="entropy-sgd", entropy_start=-1),
+        dict(optimizer="entropy-sgd", entropy_start=3, entropy_stop=3),
+        dict(optimizer="sgd", entropy_stop=10),
         dict(langevin_steps=0),
         dict(mean_alpha=0.0),
         dict(mean_alpha=1.5),
