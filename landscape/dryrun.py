@@ -674,21 +674,29 @@ def train_plan(
     n, n_test, bs = int(X.shape[0]), int(X_test.shape[0]), config.batch_size
     per_epoch = math.ceil(n / bs)
     sizes = [min(bs, n - i * bs) for i in range(per_epoch)]
-    per_step = config.langevin_steps if config.optimizer.startswith("entropy") else 1
+    entropy = config.optimizer.startswith("entropy")
+    window = (
+        config.entropy_start,
+        math.inf if config.entropy_stop is None else config.entropy_stop,
+    )
     trades = config.loss == "trades"
     if start is None:
         tally.notes.append("finished with the same config: nothing to train")
     for epoch in range(config.epochs if start is None else start, config.epochs):
-        for index in range(0, per_epoch, per_step):
+        index = 0
+        while index < per_epoch:
+            # One step of the rule: L mini-batches inside EntropySGD's window, else one.
             d = epoch + index / per_epoch
+            step = config.langevin_steps if entropy and window[0] <= d < window[1] else 1
             adversarial = schedule.eps_at(d) > 0
             awp = config.awp_gamma > 0 and d >= config.awp_warmup
             forwards = 2 if trades and adversarial else 1
-            for b in sizes[index : index + per_step]:
+            for b in sizes[index : index + step]:
                 if adversarial:
                     tally.add("forward", b, b, int(trades))
                     tally.add("input_grad", b, b, target.steps)
                 tally.add("weight_grad", b, b, forwards * (2 if awp else 1))
+            index += step
         finished = epoch + 1
         if config.eval_every and (finished % config.eval_every == 0 or finished == config.epochs):
             tally.evaluate(min(config.eval_samples, n_test), 500, target)
