@@ -80,8 +80,12 @@ def init(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group; `wait` first meets every rank (the end of a successful run),
+    so no rank tears its connections down while another still uses them."""
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
