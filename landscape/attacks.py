@@ -129,18 +129,28 @@ def perturb(
     *,
     generator: torch.Generator | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    part: slice | None = None,
 ) -> Tensor:
     """PGD on one batch: random start, sign (L-inf) or normalized (L2) steps, projection, clamp.
 
     `loss_fn(logits, y)` must be a sum over the batch (so each example's gradient is its
     own); default cross-entropy. Only the input gradient is computed: parameters are
     not differentiated, which is what makes a PGD step cheaper than a training step.
+    `part` attacks only the examples x[part], y[part], with the random start
+    drawn for the whole batch: a rank's share of a distributed batch sees the same noise
+    as in one process.
     """
+    if part is not None:
+        delta = _random_start(x, cfg, generator)[part] if cfg.random_start and cfg.eps > 0 else None
+        x, y = x[part], y[part]
     if cfg.eps == 0 or cfg.steps == 0 and not cfg.random_start:
         return x.detach().clone()
     loss_fn = loss_fn or (lambda logits, target: F.cross_entropy(logits, target, reduction="sum"))
     x = x.detach()
-    delta = _random_start(x, cfg, generator) if cfg.random_start else torch.zeros_like(x)
+    if part is None:
+        delta = _random_start(x, cfg, generator) if cfg.random_start else torch.zeros_like(x)
+    elif delta is None:
+        delta = torch.zeros_like(x)
     x_adv = (x + delta).clamp_(0.0, 1.0)
     for _ in range(cfg.steps):
         x_adv.requires_grad_(True)

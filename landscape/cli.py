@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from . import distributed
 from .util import BadInput, parse_eps, resolve_device
 
 console = Console(stderr=True)
@@ -90,7 +91,9 @@ def foreign_options(fn: Callable) -> Callable:
 
 
 def summary(title: str, rows: dict[str, Any], as_json: bool) -> None:
-    """A two-column table on stderr, or JSON on stdout with --json."""
+    """A two-column table on stderr, or JSON on stdout with --json (rank 0 only under torchrun)."""
+    if not distributed.world().is_main:
+        return
     if as_json:
         click.echo(json.dumps(rows, default=str, indent=2))
         return
@@ -112,7 +115,7 @@ def progress_bar(total: int, label: str) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not console.is_terminal,
+        disable=not console.is_terminal or not distributed.world().is_main,
     )
 
 
@@ -213,7 +216,7 @@ def analysis_inputs(
     from .checkpoint import load_checkpoint, sha256_file
     from .data import dataset_info, load_dataset
 
-    dev = resolve_device(device)
+    dev = distributed.init(device)
     model, spec = load_checkpoint(
         checkpoint, dev, arch=arch, width=width, dataset=dataset, activation=activation
     )
@@ -462,7 +465,7 @@ def train(
     config = TrainConfig(
         seed=seed, augment=not no_augment, save_epochs=tuple(int(e) for e in save_epochs), **opts
     )
-    dev = resolve_device(device)
+    dev = distributed.init(device)
     if dry_run:
         from .dryrun import train_plan
 
@@ -740,21 +743,30 @@ def _grid_run(
     *,
     overwrite: bool,
     seed: int,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Cache check, resumable grid, progress, provenance and the atomic write of one run."""
     import time
 
     from .store import Grid, find_complete, provenance, read_group
 
     group = f"/{analysis}/{run}"
-    cached = find_complete(out, group, config, overwrite=overwrite)
+    # Under torchrun rank 0 alone reads and writes the results file and the sidecar;
+    # the other ranks compute into an in-memory grid and return None.
+    main = distributed.world().is_main
+    cached = distributed.on_main(lambda: find_complete(out, group, config, overwrite=overwrite))
     if not cached:
-        grid = Grid(out, group, config, shape, fields, overwrite=overwrite)
+        grids: list[Any] = []
+        distributed.on_main(
+            lambda: grids.append(Grid(out, group, config, shape, fields, overwrite=overwrite))
+        )
+        grid = grids[0] if main else Grid.in_memory(shape, fields)
         start = time.perf_counter()
         with progress_bar(math.prod(shape), analysis) as bar:
             result = compute(
                 grid, _grid_progress(bar, bar.add_task(analysis, total=math.prod(shape), info=""))
             )
+        if not main:
+            return None
         attrs = provenance(
             command=command_line(),
             config=config,
@@ -766,6 +778,8 @@ def _grid_run(
         )
         attrs.update(result.attrs())
         grid.finish({}, attrs, extra=result.arrays(), dims=result.dims(), overwrite=overwrite)
+    if not main:
+        return None
     arrays, attrs = read_group(out, group)
     return {
         "group": group,
@@ -954,6 +968,8 @@ def surface_cmd(
             overwrite=overwrite,
             seed=seed,
         )
+        if res is None:  # a rank other than 0 under torchrun
+            continue
         arrays = res.pop("arrays")
         ranges = {f"{f}_range": [float(arrays[f].min()), float(arrays[f].max())] for f in fields_for(eps)}
         _rows(rows, eps, len(eps_list) > 1, {**res, **ranges})
@@ -1058,6 +1074,8 @@ def cosine_cmd(
             overwrite=overwrite,
             seed=seed,
         )
+        if res is None:  # a rank other than 0 under torchrun
+            continue
         arrays = res.pop("arrays")
         last = ("cosine_top_mean", "cosine_random_mean", "zero_perturbations_top")
         _rows(rows, eps, len(eps_list) > 1, {**res, **{f"{k}_at_max_a": float(arrays[k][-1]) for k in last}})
@@ -1198,6 +1216,8 @@ def smoothness_cmd(
             overwrite=overwrite,
             seed=seed,
         )
+        if res is None:  # a rank other than 0 under torchrun
+            continue
         arrays = res.pop("arrays")
         first = {f"lipschitz_{n}_at_min_r": float(arrays[f"lipschitz_{n}_mean"][0]) for n in use}
         _rows(rows, eps, len(eps_list) > 1, {**res, **first})
@@ -1268,7 +1288,7 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
     from .connect import connect as connect_curve
     from .data import dataset_info, load_dataset
 
-    dev = resolve_device(device)
+    dev = distributed.init(device)
     ends = load_endpoints(start, end, dev, arch=arch, width=width, dataset=dataset, activation=activation)
     ds, family = ends.spec["dataset"], dataset_info(ends.spec["dataset"]).family
     config = CurveConfig(order=order or default_order(family), eps=eps, norm=norm, pgd_steps=pgd_steps,
@@ -1290,8 +1310,13 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
                             data_root=data_root, device=dev, overwrite=overwrite)
         return summary("dry run: connect", plan.as_dict(), as_json)
     status = "stored"
-    if not store.find_complete(out, group, settings, overwrite=overwrite):
-        grid = store.Grid(out, group, settings, (points,), fields(eps > 0), overwrite=overwrite)
+    # Under torchrun rank 0 alone reads and writes the results file and its sidecar.
+    main = distributed.world().is_main
+    if not distributed.on_main(lambda: store.find_complete(out, group, settings, overwrite=overwrite)):
+        grids: list[Any] = []
+        distributed.on_main(lambda: grids.append(
+            store.Grid(out, group, settings, (points,), fields(eps > 0), overwrite=overwrite)))
+        grid = grids[0] if main else None
         started = time.perf_counter()
         with progress_bar(config.epochs, "connect") as bar:
             task = bar.add_task("curve", total=config.epochs, info="train curve")
@@ -1305,6 +1330,8 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
                 trained.curve, (X[:samples], y[:samples]), (X_test[:samples], y_test[:samples]), attack,
                 points=points, bn_inputs=bn_inputs, bn_data=(X[:bn_samples], y[:bn_samples]), seed=seed, grid=grid,
                 progress=lambda done, total: bar.update(task, completed=done))
+        if not main:
+            return
         attrs = store.provenance(command=command_line(), config=settings, checkpoint=str(curve_path),
                                  checkpoint_sha256=sha256_file(curve_path), device=dev, seed=seed,
                                  elapsed_s=time.perf_counter() - started)
@@ -1313,6 +1340,8 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
         grid.finish({"t": result.t}, attrs, overwrite=overwrite)
         status = "reused" if trained.reused else "trained" + (
             f" (resumed from epoch {trained.resumed_from_epoch})" if trained.resumed_from_epoch else "")
+    if not main:
+        return
     arrays, _ = store.read_group(out, group)
     summary("connect", {"group": f"{out}:{group}", "curve": str(curve_path), "curve_status": status,
                         "order": config.order, "eps": eps, **barriers(arrays)}, as_json)
@@ -1442,18 +1471,23 @@ def hessian_cmd(
     groups = [group for _, _, group, _ in runs]
     if len(set(groups)) < len(groups):
         raise BadInput(f"several runs would be stored as the same group ({', '.join(groups)}); use --name")
-    cached = [find_complete(out, group, config, overwrite=overwrite) for _, _, group, config in runs]
+    cached = distributed.on_main(
+        lambda: [find_complete(out, group, config, overwrite=overwrite) for _, _, group, config in runs]
+    )
     if dry_run:
         from .dryrun import hessian_plan
 
         plan = hessian_plan(runs, cached, top=top, method=method, params=globs, random_samples=random_samples,
                             save_vectors=save_vectors, trace=trace, density=density, batch_size=batch_size)
         return summary(f"dry run: hessian -> {out}", plan.as_dict(), as_json)
+    main = distributed.world().is_main
     rows: dict[str, Any] = {}
     with progress_bar(len(runs), "hessian") as bar:
         task = bar.add_task("hessian", total=len(runs), info="")
         for (inputs, attack, group, config), hit in zip(runs, cached):
             bar.update(task, info=group)
+            if hit and not main:
+                continue
             if hit:
                 res = load_hessian(out, group)
             else:
@@ -1485,7 +1519,8 @@ def hessian_cmd(
                     seed=seed,
                     elapsed_s=time.perf_counter() - start,
                 )
-                store_hessian(out, group, res, attrs, overwrite=overwrite)
+                if main:  # rank 0 writes under torchrun
+                    store_hessian(out, group, res, attrs, overwrite=overwrite)
             stats = {
                 "top3": [round(float(v), 6) for v in res.eigenvalues[:3]],
                 "loss_scale": res.loss_scale,
@@ -1554,6 +1589,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="landscape", standalone_mode=False)
+        distributed.shutdown(wait=True)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

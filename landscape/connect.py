@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import store
+from . import distributed, store
 from .attacks import AttackConfig, attack_config, evaluate, perturb
 from .checkpoint import build_from_spec, load_checkpoint, read_checkpoint, sha256_file
 from .data import augment, batches, dataset_info, load_dataset
@@ -311,13 +311,13 @@ class CurveBatchLoss:
     objective: BatchLoss
     t_generator: torch.Generator
 
-    def attack(self, curve: BezierCurve, x: Tensor, y: Tensor) -> Tensor:
+    def attack(self, curve: BezierCurve, x: Tensor, y: Tensor, part: slice | None = None) -> Tensor:
         curve.t = torch.rand((), generator=self.t_generator, device=curve.start.device)
         if self.objective.attack_cfg is None:
-            return x
+            return x if part is None else x[part]
         with torch.no_grad():
             curve.load_point(curve.params_at(curve.t))
-        return self.objective.attack(curve.net, x, y)
+        return self.objective.attack(curve.net, x, y, part)
 
     def loss(
         self, forward: Callable[[Tensor], Tensor], x: Tensor, x_adv: Tensor, y: Tensor
@@ -477,7 +477,10 @@ def train_curve(
                     f"endpoints; use another --curve-out or --overwrite"
                 )
             state = None
-    if overwrite and state is None:
+    # Every rank reads the files above; then rank 0, the only writer, may change them.
+    distributed.barrier()
+    main = distributed.world().is_main
+    if overwrite and state is None and main:
         resume.unlink(missing_ok=True)
         out.unlink(missing_ok=True)
 
@@ -575,9 +578,10 @@ def train_curve(
             "step": step,
             "wall_time": wall(),
         }
-        with atomic_path(resume) as tmp:
-            torch.save(state, tmp)
-        if progress:
+        if main:
+            with atomic_path(resume) as tmp:
+                torch.save(state, tmp)
+        if progress and main:
             progress(
                 finished,
                 epochs,
@@ -594,8 +598,9 @@ def train_curve(
         "history": history,
         "wall_time": wall(),
     }
-    save_curve(out, curve, ends.spec, endpoints=meta_ends, train=train_meta)
-    resume.unlink(missing_ok=True)
+    if main:
+        save_curve(out, curve, ends.spec, endpoints=meta_ends, train=train_meta)
+        resume.unlink(missing_ok=True)
     return outcome(out, epochs, complete=True)
 
 
@@ -784,45 +789,51 @@ def connect(
     grid = store.resolve_grid(grid, (points,), names)
     ts = np.linspace(0.0, 1.0, points)
     values, done = grid.arrays, grid.done
-    pending = [i for (i,) in grid.pending()]
+    distributed.sync_done(done)
+    pending = [i for (i,) in grid.pending()][:stop_after_points]
     X_bn, y_bn = bn_data if bn_data is not None else train_data
     net = curve.net
-    try:
-        for count, i in enumerate(pending):
-            if stop_after_points is not None and count >= stop_after_points:
-                break
-            row: dict[str, float] = {}
-            for prefix, at in (("", curve.params_at), ("line_", curve.line_at)):
-                with torch.no_grad():
-                    params = at(float(ts[i]))
-                stats = point_buffers(
-                    net,
-                    params,
-                    X_bn,
-                    y_bn,
-                    bn_inputs=bn_inputs,
-                    attack=attack,
+
+    def work(i: int) -> dict[str, float]:
+        row: dict[str, float] = {}
+        for prefix, at in (("", curve.params_at), ("line_", curve.line_at)):
+            with torch.no_grad():
+                params = at(float(ts[i]))
+            stats = point_buffers(
+                net,
+                params,
+                X_bn,
+                y_bn,
+                bn_inputs=bn_inputs,
+                attack=attack,
+                batch_size=batch_size,
+                seed=seed,
+            )
+            net.eval()
+            for split, (X, y) in (("train", train_data), ("test", test_data)):
+                ev = evaluate(
+                    lambda x, p=params, s=stats: functional_forward(net, p, x, s),
+                    X,
+                    y,
+                    attack,
                     batch_size=batch_size,
                     seed=seed,
                 )
-                net.eval()
-                for split, (X, y) in (("train", train_data), ("test", test_data)):
-                    ev = evaluate(
-                        lambda x, p=params, s=stats: functional_forward(net, p, x, s),
-                        X,
-                        y,
-                        attack,
-                        batch_size=batch_size,
-                        seed=seed,
-                    )
-                    row[f"{prefix}{split}_loss"] = ev.clean_loss
-                    row[f"{prefix}{split}_error"] = ev.clean_error
-                    if attack.eps > 0:
-                        row[f"{prefix}adv_{split}_loss"] = ev.adv_loss
-                        row[f"{prefix}adv_{split}_error"] = ev.adv_error
-            grid.record((i,), row)
-            if progress:
-                progress(int(done.sum()), points)
+                row[f"{prefix}{split}_loss"] = ev.clean_loss
+                row[f"{prefix}{split}_error"] = ev.clean_error
+                if attack.eps > 0:
+                    row[f"{prefix}adv_{split}_loss"] = ev.adv_loss
+                    row[f"{prefix}adv_{split}_error"] = ev.adv_error
+        return row
+
+    def record(i: int, row: dict[str, float]) -> None:
+        grid.record((i,), row)
+        if progress:
+            progress(int(done.sum()), points)
+
+    # Points of t are dealt to ranks from a shared queue under torchrun; rank 0 records them.
+    try:
+        distributed.run_queue(pending, work, record)
     finally:
         grid.flush()
     return Connectivity(t=ts, done=done.copy(), **{k: v.copy() for k, v in values.items()})

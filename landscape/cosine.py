@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import make_directions, on_params, random_direction, unit
 from .params import ParamDict, combine, functional_forward, named_params
@@ -189,40 +190,47 @@ def cosine(
     shape = (alphas.size,)
     grid = resolve_grid(grid, shape, FIELDS)
     arrays, done = grid.arrays, grid.done
+    distributed.sync_done(done)
     finished = int(done.sum())
+
+    def work(i: int) -> dict[str, float]:
+        a = alphas[i]
+        values: dict[str, float] = {}
+        for kind in KINDS:
+            runs = np.array(
+                [
+                    _attack_pair(
+                        model,
+                        base,
+                        vectors[kind],
+                        float(a),
+                        X,
+                        y,
+                        attack,
+                        repeat_seed(seed, r),
+                        batch_size,
+                    )
+                    for r in range(repeats)
+                ]
+            )
+            values[f"cosine_{kind}_mean"] = float(runs[:, 0].mean())
+            values[f"cosine_{kind}_std"] = float(runs[:, 0].std(ddof=1)) if repeats > 1 else 0.0
+            values[f"zero_perturbations_{kind}"] = float(runs[:, 1].sum())
+            values[f"robust_error_{kind}_plus"] = float(runs[:, 2].mean())
+            values[f"robust_error_{kind}_minus"] = float(runs[:, 3].mean())
+        return values
+
+    def record(i: int, values: dict[str, float]) -> None:
+        nonlocal finished
+        grid.record((i,), values)
+        finished += 1
+        if progress is not None:
+            progress(finished, alphas.size)
+
     was_training = model.training
     model.eval()
-    try:
-        for i, a in enumerate(alphas):
-            if done[i]:
-                continue
-            values: dict[str, float] = {}
-            for kind in KINDS:
-                runs = np.array(
-                    [
-                        _attack_pair(
-                            model,
-                            base,
-                            vectors[kind],
-                            float(a),
-                            X,
-                            y,
-                            attack,
-                            repeat_seed(seed, r),
-                            batch_size,
-                        )
-                        for r in range(repeats)
-                    ]
-                )
-                values[f"cosine_{kind}_mean"] = float(runs[:, 0].mean())
-                values[f"cosine_{kind}_std"] = float(runs[:, 0].std(ddof=1)) if repeats > 1 else 0.0
-                values[f"zero_perturbations_{kind}"] = float(runs[:, 1].sum())
-                values[f"robust_error_{kind}_plus"] = float(runs[:, 2].mean())
-                values[f"robust_error_{kind}_minus"] = float(runs[:, 3].mean())
-            grid.record((i,), values)
-            finished += 1
-            if progress is not None:
-                progress(finished, alphas.size)
+    try:  # one value of a per task, dealt to ranks under torchrun
+        distributed.run_queue([i for i in range(alphas.size) if not done[i]], work, record)
     finally:
         model.train(was_training)
         grid.flush()

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
+from . import distributed
 from .params import ParamDict, flatten, functional_forward, unflatten
 from .util import BadInput, make_generator
 
@@ -76,6 +77,12 @@ class HessianOperator:
     batch is weighted by its size / N, so H is exactly the Hessian of the mean over all
     N examples. `n_hvp` counts products (a block of k vectors counts k). `block` is the
     most vectors vmapped through one pass over the data (memory grows with it).
+
+    Under torchrun each rank takes every size-th batch (`distributed.shard`), keeps the
+    global weights size / N, and the weighted sums of products, gradients and losses are
+    all-reduced; every rank then holds the same operator, so an eigensolver run on every
+    rank takes the same steps. (X, y) must be the full data on every rank, though only
+    this rank's batches are read.
     """
 
     def __init__(
@@ -112,10 +119,11 @@ class HessianOperator:
         y = y.to(self.device)
         n = X.shape[0]
         self.n = n
-        self.batches = [
+        batches = [
             (X[i : i + batch_size], y[i : i + batch_size], min(batch_size, n - i) / n)
             for i in range(0, n, batch_size)
         ]
+        self.batches = [batches[i] for i in distributed.shard(len(batches))]
         self._grad = grad(self._batch_loss)
 
     def _batch_loss(self, params: ParamDict, x: Tensor, y: Tensor) -> Tensor:
@@ -148,7 +156,7 @@ class HessianOperator:
         for x, y, weight in self.batches:
             out.add_(flatten(self._hvp_dict(x, y, tangent), self.names), alpha=weight)
         self.n_hvp += 1
-        return out
+        return distributed.all_reduce_sum(out)
 
     def matmat(self, V: Tensor) -> Tensor:
         """H V for V of shape (dim, k): blocks of up to `block` columns share one data pass."""
@@ -161,10 +169,12 @@ class HessianOperator:
                 continue
             self.n_hvp += cols.shape[1]
             tangents = self._split_columns(cols)
+            part = torch.zeros_like(cols)
             for x, y, weight in self.batches:
                 hv = vmap(lambda t, x=x, y=y: self._hvp_dict(x, y, t))(tangents)
                 flat = torch.cat([hv[n].reshape(cols.shape[1], -1) for n in self.names], dim=1)
-                out[:, start : start + cols.shape[1]].add_(flat.T, alpha=weight)
+                part.add_(flat.T, alpha=weight)
+            out[:, start : start + cols.shape[1]] = distributed.all_reduce_sum(part)
         return out
 
     def gradient(self) -> Tensor:
@@ -172,7 +182,7 @@ class HessianOperator:
         out = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
         for x, y, weight in self.batches:
             out.add_(flatten(self._grad(self._params, x, y), self.names), alpha=weight)
-        return out
+        return distributed.all_reduce_sum(out)
 
     def loss(self) -> float:
         """The mean loss over all N examples."""
@@ -181,7 +191,10 @@ class HessianOperator:
                 float(self._batch_loss(self._params, x, y)) * weight
                 for x, y, weight in self.batches
             )
-        return float(total)
+        if not distributed.world().distributed:
+            return float(total)
+        summed = torch.tensor([float(total)], dtype=torch.float64, device=self.device)
+        return float(distributed.all_reduce_sum(summed))
 
     def to_dict(self, v: Tensor) -> ParamDict:
         """A flat vector as {name: tensor} (views of v)."""
@@ -384,6 +397,8 @@ def _power(
 
     if op.device.type not in ("cpu", "cuda"):
         raise BadInput(f"--method power (PyHessian) runs on cpu or cuda, not {op.device.type}")
+    if distributed.world().distributed:
+        raise BadInput("--method power (PyHessian) runs in one process; use lanczos under torchrun")
     counter = [0]
     data = [(x, y) for x, y, _ in op.batches]
     with _pyhessian_setup(op, counter):

@@ -10,6 +10,7 @@ and rank 0 records them as they arrive, so its resumable sidecar keeps up with e
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -19,11 +20,12 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from .util import BadInput, resolve_device
 
 Task = TypeVar("Task")
+T = TypeVar("T")
 _queues = 0  # queues created so far; equal on every rank, so keys never collide
 
 
@@ -74,11 +76,16 @@ def init(device: str | torch.device | None = "auto") -> torch.device:
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(minutes=30))
+        atexit.register(shutdown)  # also on sys.exit after an error, without a warning line
     return dev
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group; `wait` first meets every rank (the end of a successful run),
+    so no rank tears its connections down while another still uses them."""
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -120,6 +127,72 @@ def shard(n: int) -> range:
     """The indices of n items (batches, examples) that this rank handles."""
     w = world()
     return range(w.rank, n, w.size)
+
+
+def share(n: int) -> slice:
+    """This rank's contiguous share of n items (a global mini-batch): sizes differ by at most 1."""
+    w = world()
+    return slice(w.rank * n // w.size, (w.rank + 1) * n // w.size)
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """`fn()` run on rank 0 only (file checks, the results file); its JSON result on every rank.
+
+    A BadInput on rank 0 is raised on every rank, so every rank exits with code 2 and
+    none waits for the others; any other error on rank 0 stops the others too.
+    """
+    if not world().distributed:
+        return fn()
+    payload: dict[str, Any] = {}
+    failure: BaseException | None = None
+    if world().is_main:
+        try:
+            payload = {"ok": fn()}
+        except BadInput as exc:
+            payload, failure = {"bad": str(exc)}, exc
+        except Exception as exc:
+            payload, failure = {"failed": f"{exc.__class__.__name__} on rank 0"}, exc
+    payload = broadcast_json(payload)
+    if failure is not None:
+        raise failure
+    if "bad" in payload:
+        raise BadInput(payload["bad"])
+    if "failed" in payload:
+        raise RuntimeError(payload["failed"])
+    return payload["ok"]
+
+
+def sync_done(done: Any) -> None:
+    """Overwrite a grid's `done` mask (a numpy bool array) with rank 0's, in place.
+
+    Rank 0 holds the resumable sidecar; the other ranks' grids are in memory. Flat
+    indices travel as JSON.
+    """
+    if not world().distributed:
+        return
+    flat = broadcast_json([int(i) for i in done.reshape(-1).nonzero()[0]])
+    done.reshape(-1)[:] = False
+    done.reshape(-1)[flat] = True
+
+
+def all_reduce_grads(tensors: Sequence[Tensor | None]) -> None:
+    """Sum gradients over ranks in place, in one flat buffer (one collective per step)."""
+    present = [t for t in tensors if t is not None]
+    if not world().distributed or not present:
+        return
+    flat = torch.cat([t.reshape(-1) for t in present])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for t in present:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def sync_buffers(module: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, as DDP keeps them."""
+    if world().distributed:
+        for buf in module.buffers():
+            dist.broadcast(buf, 0)
 
 
 def _next_queue_id() -> int:

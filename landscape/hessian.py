@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .attacks import AttackConfig, attack_config, evaluate, pgd
+from . import distributed
+from .attacks import AttackConfig, _random_start, attack_config, evaluate, perturb
 from .checkpoint import build_from_spec
 from .curvature import (
     METHODS,
@@ -34,7 +35,7 @@ from .curvature import (
 )
 from .data import dataset_info
 from .store import read_group, write_group
-from .util import BadInput
+from .util import BadInput, make_generator
 
 TRACE_PROBES = 100
 DENSITY_PROBES = 4
@@ -90,6 +91,8 @@ def check_options(
         raise BadInput(f"random samples {random_samples!r} must be an integer >= 0")
     if random_samples > 0 and spec is None:
         raise BadInput("the loss scale needs the model spec (spec=...) or random_samples=0")
+    if method == "power" and distributed.world().distributed:
+        raise BadInput("--method power (PyHessian) runs in one process; use lanczos under torchrun")
     names = select_params(model, params)
     dims = dict(model.named_parameters())
     check_top(top, sum(dims[n].numel() for n in names))
@@ -115,22 +118,28 @@ def _attack(
 def _fixed_examples(
     model: nn.Module, X: Tensor, y: Tensor, cfg: AttackConfig, batch_size: int, seed: int
 ) -> Tensor:
-    """x' generated once at theta (eval mode, fixed seed); eps 0 is the clean data."""
+    """x' generated once at theta (eval mode, fixed seed); eps 0 is the clean data.
+
+    The batches of `batch_size` are attacked in order from one generator, as `pgd` does.
+    Under torchrun a rank attacks only the batches that its `HessianOperator` (same
+    batch size) reads and, for the others, draws just their random starts to keep the
+    generator in step; so each attacked batch is exactly the one-process batch, and the
+    PGD work is split like the products. The batches of other ranks stay clean and unread.
+    """
     model.eval()
     if cfg.eps == 0:
         return X
-    return pgd(
-        model,
-        X,
-        y,
-        cfg.eps,
-        cfg.norm,
-        cfg.steps,
-        cfg.step_size,
-        seed=seed,
-        batch_size=batch_size,
-        random_start=cfg.random_start,
-    )
+    gen = make_generator(seed, X.device)
+    starts = range(0, X.shape[0], batch_size)
+    mine = set(distributed.shard(len(starts)))
+    out = X.clone()
+    for b, i in enumerate(starts):
+        xb, yb = X[i : i + batch_size], y[i : i + batch_size]
+        if b in mine:
+            out[i : i + batch_size] = perturb(model, xb, yb, cfg, generator=gen)
+        elif cfg.random_start:
+            _random_start(xb, cfg, gen)
+    return out
 
 
 def random_init_losses(
@@ -144,14 +153,23 @@ def random_init_losses(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
-    """L_eps at `count` fresh initializations (torch seeds 0..count-1), PGD at each (eval mode)."""
-    losses = []
-    for r in range(count):
+    """L_eps at `count` fresh initializations (torch seeds 0..count-1), PGD at each (eval mode).
+
+    Under torchrun the initializations are dealt to ranks; every rank gets all losses.
+    """
+    losses = [math.nan] * count
+
+    def work(r: int) -> float:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(r)
             model = build_from_spec(spec, X.device).to(dtype).eval()
-        losses.append(evaluate(model, X, y, cfg, batch_size=batch_size, seed=seed).adv_loss)
-    return np.asarray(losses, dtype=np.float64)
+        return float(evaluate(model, X, y, cfg, batch_size=batch_size, seed=seed).adv_loss)
+
+    def record(r: int, loss: float) -> None:
+        losses[r] = loss
+
+    distributed.run_queue(list(range(count)), work, record)
+    return np.asarray(distributed.broadcast_json(losses), dtype=np.float64)
 
 
 def hessian(

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed
 from .attacks import AttackConfig, frozen_batchnorm_stats, perturb
 from .params import ParamDict, forward_at, global_norm
 from .util import make_generator
@@ -72,19 +73,21 @@ class BatchLoss:
     kind: str = "ce"
     beta: float = 6.0
 
-    def attack(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def attack(self, model: nn.Module, x: Tensor, y: Tensor, part: slice | None = None) -> Tensor:
+        """x' for the batch, or for its examples `part` (noise drawn for the whole batch)."""
         if self.attack_cfg is None:
-            return x
+            return x if part is None else x[part]
+        cfg, gen = self.attack_cfg, self.generator
         with frozen_batchnorm_stats(model):
             if self.kind != "trades":
-                return perturb(model, x, y, self.attack_cfg, generator=self.generator)
+                return perturb(model, x, y, cfg, generator=gen, part=part)
             with torch.no_grad():
-                clean = model(x)
+                clean = model(x if part is None else x[part])
 
             def kl(logits: Tensor, _: Tensor) -> Tensor:
                 return trades_kl(clean, logits, "sum")
 
-            return perturb(model, x, y, self.attack_cfg, generator=self.generator, loss_fn=kl)
+            return perturb(model, x, y, cfg, generator=gen, loss_fn=kl, part=part)
 
     def loss(self, forward: Forward, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.kind == "trades":
@@ -133,10 +136,16 @@ def awp_perturbation(
     named = {n: p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2}
     with frozen_batchnorm_stats(model):
         loss = loss_at(model)
-    grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
+    grads = [
+        g if g is not None else torch.zeros_like(w)
+        for g, w in zip(
+            torch.autograd.grad(loss, list(named.values()), allow_unused=True), named.values()
+        )
+    ]
+    distributed.all_reduce_grads(grads)  # under torchrun `loss_at` is this rank's weighted share
     out: ParamDict = {}
     for (name, w), g in zip(named.items(), grads):
-        d = AWP_PROXY_LR * g if g is not None else torch.zeros_like(w)
+        d = AWP_PROXY_LR * g
         scale = gamma * torch.linalg.vector_norm(w.detach()) / (torch.linalg.vector_norm(d) + 1e-20)
         out[name] = scale * d
     return out
@@ -176,7 +185,16 @@ class UpdateRule:
 
         The trace row describes the differentiated objective: loss, error and gradient norm
         all at the (perturbed) weights the gradient was taken at.
+
+        Under torchrun every rank holds the whole mini-batch and works on its contiguous
+        share: PGD noise is drawn for the whole batch and sliced, the share's mean loss is
+        weighted by its size / batch size, and the gradients (and the trace's loss and
+        error) are summed over ranks by one explicit all-reduce. That is exactly the
+        batch mean of one process, whatever the split, and it keeps functional calls
+        (AWP, the curve's B(t)) free of DDP's module wrapper and hooks.
         """
+        if distributed.world().distributed:
+            return self._shared_gradient(x, y, ctx)
         x_adv = ctx.batch_loss.attack(self.model, x, y)
         forward: Forward = self.model
         if self.awp_gamma > 0 and ctx.epoch >= self.awp_warmup:
@@ -189,6 +207,29 @@ class UpdateRule:
         loss.backward()
         grad_norm = global_norm({n: p.grad for n, p in self.params.items() if p.grad is not None})
         return BatchStats(loss.detach(), wrong, grad_norm)
+
+    def _shared_gradient(self, x: Tensor, y: Tensor, ctx: StepContext) -> BatchStats:
+        part = distributed.share(x.shape[0])
+        weight = (part.stop - part.start) / x.shape[0]
+        x_adv = ctx.batch_loss.attack(self.model, x, y, part)
+        x, y = x[part], y[part]
+        forward: Forward = self.model
+        if self.awp_gamma > 0 and ctx.epoch >= self.awp_warmup:
+            v = awp_perturbation(
+                self.model,
+                lambda f: ctx.batch_loss.loss(f, x, x_adv, y)[0] * weight,
+                self.awp_gamma,
+            )
+            forward = forward_at(self.model, {n: self.params[n] + v[n] for n in v})
+        loss, wrong = ctx.batch_loss.loss(forward, x, x_adv, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * weight).backward()
+        # Parameters outside the graph (the same on every rank) keep no gradient, as in one process.
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        stats = torch.stack([loss.detach() * weight, wrong * weight])
+        distributed.all_reduce_grads([*grads, stats])
+        grad_norm = global_norm({n: p.grad for n, p in self.params.items() if p.grad is not None})
+        return BatchStats(stats[0], stats[1], grad_norm)
 
     def step(
         self, draw: Callable[[], tuple[Tensor, Tensor] | None], ctx: StepContext

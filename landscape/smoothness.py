@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad
 
+from . import distributed
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import Directions, make_directions, on_params, unit
 from .params import ParamDict, combine, functional_forward, named_params
@@ -202,35 +203,42 @@ def smoothness(
     shape = (radii.size,)
     grid = resolve_grid(grid, shape, fields)
     arrays, done = grid.arrays, grid.done
+    distributed.sync_done(done)
     finished = int(done.sum())
+    g0: dict[tuple[str, int], Tensor] = {}
+
+    def work(i: int) -> dict[str, float]:
+        r = float(radii[i])
+        values: dict[str, float] = {}
+        for n in norms:
+            ratios = []
+            for j, u in enumerate(vectors):
+                g = _adv_gradient(
+                    model, combine(base, (r, u)), X, y, attacks[n], seeds[j], batch_size
+                )
+                ratios.append(float(torch.linalg.vector_norm(g - g0[(n, j)])) / r)
+            values[f"lipschitz_{n}_mean"] = float(np.mean(ratios))
+            values[f"lipschitz_{n}_std"] = float(np.std(ratios, ddof=1)) if len(ratios) > 1 else 0.0
+        return values
+
+    def record(i: int, values: dict[str, float]) -> None:
+        nonlocal finished
+        grid.record((i,), values)
+        finished += 1
+        if progress is not None:
+            progress(finished, radii.size)
+
     was_training = model.training
     model.eval()
     try:
-        if not done.all():
-            g0 = {
-                (n, j): _adv_gradient(model, base, X, y, attacks[n], seeds[j], batch_size)
+        pending = [i for i in range(radii.size) if not done[i]]
+        if pending:  # the reference gradients at theta, on every rank
+            g0.update(
+                ((n, j), _adv_gradient(model, base, X, y, attacks[n], seeds[j], batch_size))
                 for n in norms
                 for j in range(len(vectors))
-            }
-        for i, r in enumerate(radii):
-            if done[i]:
-                continue
-            values: dict[str, float] = {}
-            for n in norms:
-                ratios = []
-                for j, u in enumerate(vectors):
-                    g = _adv_gradient(
-                        model, combine(base, (float(r), u)), X, y, attacks[n], seeds[j], batch_size
-                    )
-                    ratios.append(float(torch.linalg.vector_norm(g - g0[(n, j)])) / float(r))
-                values[f"lipschitz_{n}_mean"] = float(np.mean(ratios))
-                values[f"lipschitz_{n}_std"] = (
-                    float(np.std(ratios, ddof=1)) if len(ratios) > 1 else 0.0
-                )
-            grid.record((i,), values)
-            finished += 1
-            if progress is not None:
-                progress(finished, radii.size)
+            )
+        distributed.run_queue(pending, work, record)  # one radius per task
     finally:
         model.train(was_training)
         grid.flush()

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from . import distributed
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import Directions, make_directions, on_params
 from .params import ParamDict, combine, functional_forward, global_norm, named_params
@@ -306,40 +307,51 @@ def surface(
     recompute = bn == "recompute" and has_batchnorm(model)
     per_call = 1 if recompute else (points_per_batch or default_points_per_batch(device))
     total = coeffs.shape[0]
+    distributed.sync_done(done)
     finished = int(done.sum())
+    flat_done = done.reshape(-1)
+    # Work units: the fixed blocks of flat indices that still hold a pending point. Under
+    # torchrun they are dealt to ranks from a shared queue; the arithmetic of a block does
+    # not depend on the rank, so the arrays equal one process's bit for bit.
+    blocks = [s for s in range(0, total, per_call) if not flat_done[s : s + per_call].all()]
+
+    def work(start: int) -> list[tuple[int, dict[str, float]]]:
+        block = range(start, min(start + per_call, total))
+        pending = [i for i in block if not flat_done[i]]
+        if per_call > 1:
+            loss, err = _stacked_losses(
+                model, _stack(base, vectors, coeffs[block.start : block.stop]), X, y, batch_size
+            )
+        out = []
+        for i in pending:
+            if per_call > 1:
+                values = {"loss": float(loss[i - start]), "error": float(err[i - start])}
+            else:
+                forward = _point(model, base, vectors, coeffs[i], recompute, X, batch_size)
+                values = dict(zip(CLEAN_FIELDS, point_losses(forward, X, y, batch_size=batch_size)))
+            if attack is not None:
+                if per_call > 1:
+                    forward = _point(model, base, vectors, coeffs[i], False, X, batch_size)
+                gen = make_generator(seed, device)
+                adv = point_losses(
+                    forward, X, y, attack=attack, generator=gen, batch_size=batch_size
+                )
+                values.update(zip(ADV_FIELDS, adv))
+            out.append((i, values))
+        return out
+
+    def record(start: int, results: list[tuple[int, dict[str, float]]]) -> None:
+        nonlocal finished
+        for i, values in results:
+            grid.record(tuple(int(j) for j in np.unravel_index(i, shape)), values)
+            finished += 1
+            if progress is not None:
+                progress(finished, total)
+
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, total, per_call):
-            block = range(start, min(start + per_call, total))
-            indices = [np.unravel_index(i, shape) for i in block]
-            pending = [(i, idx) for i, idx in zip(block, indices) if not done[idx]]
-            if not pending:
-                continue
-            if per_call > 1:
-                loss, err = _stacked_losses(
-                    model, _stack(base, vectors, coeffs[block.start : block.stop]), X, y, batch_size
-                )
-            for i, idx in pending:
-                if per_call > 1:
-                    values = {"loss": float(loss[i - start]), "error": float(err[i - start])}
-                else:
-                    forward = _point(model, base, vectors, coeffs[i], recompute, X, batch_size)
-                    values = dict(
-                        zip(CLEAN_FIELDS, point_losses(forward, X, y, batch_size=batch_size))
-                    )
-                if attack is not None:
-                    if per_call > 1:
-                        forward = _point(model, base, vectors, coeffs[i], False, X, batch_size)
-                    gen = make_generator(seed, device)
-                    adv = point_losses(
-                        forward, X, y, attack=attack, generator=gen, batch_size=batch_size
-                    )
-                    values.update(zip(ADV_FIELDS, adv))
-                grid.record(tuple(int(j) for j in idx), values)
-                finished += 1
-                if progress is not None:
-                    progress(finished, total)
+        distributed.run_queue(blocks, work, record)
     finally:
         model.train(was_training)
         grid.flush()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import store
+from . import distributed, store
 from .attacks import attack_config, evaluate
 from .checkpoint import build_from_spec, model_spec, read_checkpoint, save_checkpoint
 from .data import augment, batches, dataset_info, load_dataset
@@ -324,7 +324,7 @@ def train(
             int(state["step"]),
             float(state["wall_time"]),
         )
-    elif overwrite:
+    elif overwrite and distributed.world().is_main:
         for stale in [
             resume_path,
             final_path,
@@ -333,7 +333,10 @@ def train(
             *out.glob("period_*.pt"),
         ]:
             stale.unlink(missing_ok=True)
-    if start_epoch == 0:
+    # Under torchrun every rank has read the folder before rank 0, the only writer, changes it.
+    distributed.barrier()
+    main = distributed.world().is_main
+    if start_epoch == 0 and main:
         save_checkpoint(
             out / "init.pt", model, spec, train={"config": config.as_dict(), "epoch": 0, "step": 0}
         )
@@ -405,51 +408,58 @@ def train(
             step += 1
 
         finished = epoch + 1
-        if config.eval_every and (finished % config.eval_every == 0 or finished == config.epochs):
-            n = min(config.eval_samples, X_test.shape[0])
-            ev = _evaluate(model, X_test[:n], y_test[:n], info.family, config)
-            for key, value in zip(
-                EVAL_COLUMNS,
-                (finished, wall(), ev.clean_error, ev.adv_error, ev.clean_loss, ev.adv_loss),
+        distributed.sync_buffers(model)
+        if main:
+            if config.eval_every and (
+                finished % config.eval_every == 0 or finished == config.epochs
             ):
-                evals[key].append(float(value))
-        train_meta = {
-            "config": config.as_dict(),
-            "epoch": finished,
-            "step": step,
-            "eps": schedule.eps_at(finished - 1e-9),
-        }
-        if finished in config.save_epochs:
-            save_checkpoint(out / f"epoch_{finished:03d}.pt", model, spec, train=train_meta)
-        if finished in period_ends:
-            k = sorted(period_ends).index(finished) + 1
-            save_checkpoint(out / f"period_{k}.pt", model, spec, train=train_meta)
-        write_trace(
-            out / "trace.h5",
-            rows,
-            evals,
-            {**attrs_common, "status": "running", "elapsed_s": wall()},
-        )
-        state = {
-            "config": config.as_dict(),
-            "model": model.state_dict(),
-            "theta0": theta0,
-            "rule": rule.state_dict(),
-            "rng": _rng_state(gens),
-            "rows": rows,
-            "evals": evals,
-            "epoch": finished,
-            "step": step,
-            "wall_time": wall(),
-        }
-        with atomic_path(resume_path) as tmp:
-            torch.save(state, tmp)
-        if progress:
-            progress(
-                finished,
-                config.epochs,
-                {"loss": float(np.mean(host[:, 0])), "robust_error": float(np.mean(host[:, 1]))},
+                n = min(config.eval_samples, X_test.shape[0])
+                ev = _evaluate(model, X_test[:n], y_test[:n], info.family, config)
+                for key, value in zip(
+                    EVAL_COLUMNS,
+                    (finished, wall(), ev.clean_error, ev.adv_error, ev.clean_loss, ev.adv_loss),
+                ):
+                    evals[key].append(float(value))
+            train_meta = {
+                "config": config.as_dict(),
+                "epoch": finished,
+                "step": step,
+                "eps": schedule.eps_at(finished - 1e-9),
+            }
+            if finished in config.save_epochs:
+                save_checkpoint(out / f"epoch_{finished:03d}.pt", model, spec, train=train_meta)
+            if finished in period_ends:
+                k = sorted(period_ends).index(finished) + 1
+                save_checkpoint(out / f"period_{k}.pt", model, spec, train=train_meta)
+            write_trace(
+                out / "trace.h5",
+                rows,
+                evals,
+                {**attrs_common, "status": "running", "elapsed_s": wall()},
             )
+            state = {
+                "config": config.as_dict(),
+                "model": model.state_dict(),
+                "theta0": theta0,
+                "rule": rule.state_dict(),
+                "rng": _rng_state(gens),
+                "rows": rows,
+                "evals": evals,
+                "epoch": finished,
+                "step": step,
+                "wall_time": wall(),
+            }
+            with atomic_path(resume_path) as tmp:
+                torch.save(state, tmp)
+            if progress:
+                progress(
+                    finished,
+                    config.epochs,
+                    {
+                        "loss": float(np.mean(host[:, 0])),
+                        "robust_error": float(np.mean(host[:, 1])),
+                    },
+                )
         epochs_run += 1
         if (
             stop_after_epochs is not None
@@ -460,6 +470,10 @@ def train(
                 out, resume_path, finished, step, math.nan, math.nan, wall(), start_epoch
             )
 
+    if not main:
+        return TrainResult(
+            out, final_path, config.epochs, step, math.nan, math.nan, wall(), start_epoch
+        )
     ev = _evaluate(model, X_test, y_test, info.family, config)
     metrics = {
         "test_clean_error": ev.clean_error,
