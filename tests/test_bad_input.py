@@ -17,6 +17,7 @@ import torch
 from landscape import store
 from landscape.checkpoint import build_from_spec, model_spec, read_checkpoint, save_checkpoint
 from landscape.cli import main
+from landscape.hessian import HessianResult, store_hessian
 
 CLASH = '{"analysis": "another"}'
 
@@ -43,7 +44,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train-bad-milestones", ["train", "--lr-schedule", "step", "--lr-milestones", "a,b"], "a,b"),
     ("train-exp-without-final", ["train", "--lr-schedule", "exponential"], "--lr-final"),
     ("train-unknown-eps-schedule", ["train", "--eps-schedule", "zigzag"], "zigzag"),
-    ("train-save-epoch-beyond-end", ["train", "--epochs", "2", "--save-epochs", "5"], "--save-epochs"),
+    (
+        "train-save-epoch-beyond-end",
+        ["train", "--epochs", "2", "--save-epochs", "5"],
+        "--save-epochs",
+    ),
     ("train-negative-weight-decay", ["train", "--weight-decay", "-1"], "--weight-decay"),
     ("train-bad-device", ["train", "--device", "tpu"], "'tpu'"),
     (
@@ -90,18 +95,42 @@ CASES: list[tuple[str, list[str], str]] = [
     ("info-junk-checkpoint", ["info", "list.pt"], "neither a landscape checkpoint"),
     ("plot-foreign-results", ["plot", "foreign.h5", "--out", "figs"], "HDF5 file of another tool"),
     ("plot-not-hdf5", ["plot", "final.pt", "--out", "figs"], "not a readable HDF5 file"),
-    ("plot-bad-format", ["plot", "results.h5", "--format", "gif", "--out", "figs"], "unknown format 'gif'"),
-    ("plot-unknown-group", ["plot", "results.h5", "/nope", "--out", "figs"], "no complete group matching /nope"),
-    ("plot-nothing-to-draw", ["plot", "empty.h5", "--out", "figs"], "holds no group that a renderer knows"),
-    ("report-foreign-results", ["report", "foreign.h5", "--out", "r.html"], "HDF5 file of another tool"),
+    (
+        "plot-bad-format",
+        ["plot", "results.h5", "--format", "gif", "--out", "figs"],
+        "unknown format 'gif'",
+    ),
+    (
+        "plot-unknown-group",
+        ["plot", "results.h5", "/nope", "--out", "figs"],
+        "no complete group matching /nope",
+    ),
+    (
+        "plot-nothing-to-draw",
+        ["plot", "empty.h5", "--out", "figs"],
+        "holds no group that a renderer knows",
+    ),
+    (
+        "report-foreign-results",
+        ["report", "foreign.h5", "--out", "r.html"],
+        "HDF5 file of another tool",
+    ),
     ("report-missing", ["report", "nope.h5", "--out", "r.html"], "nope.h5 does not exist"),
-    ("figures-unknown-recipe", ["figures", "--only", "liu-fig99", "--runs", "runs", "--out", "figs"], "unknown recipe liu-fig99"),
+    (
+        "figures-unknown-recipe",
+        ["figures", "--only", "liu-fig99", "--runs", "runs", "--out", "figs"],
+        "unknown recipe liu-fig99",
+    ),
     # --- hessian
     ("hessian-top-zero", ["hessian", "final.pt", "--top", "0"], "--top"),
     ("hessian-top-too-large", ["hessian", "final.pt", "--top", "100000"], "100000"),
     ("hessian-no-param-matches", ["hessian", "final.pt", "--params", "nothing*"], "nothing*"),
     ("hessian-eps-inf", ["hessian", "final.pt", "--eps", "inf"], "finite number >= 0"),
-    ("hessian-other-dataset", ["hessian", "final.pt", "--dataset", "imagenet"], "saved with dataset='digits'"),
+    (
+        "hessian-other-dataset",
+        ["hessian", "final.pt", "--dataset", "imagenet"],
+        "saved with dataset='digits'",
+    ),
     (
         "hessian-unknown-dataset",
         ["hessian", "bare.pt", "--arch", "lenet", "--width", "1", "--dataset", "imagenet"],
@@ -112,9 +141,21 @@ CASES: list[tuple[str, list[str], str]] = [
         ["hessian", "mnist.pt", "--data-root", "emptydir"],
         "mnist: train-images",
     ),
-    ("hessian-name-clash", ["hessian", "final.pt", "--name", "clash", "--out", "results.h5"], "exists with another config"),
-    ("hessian-foreign-out", ["hessian", "final.pt", "--out", "foreign.h5"], "HDF5 file of another tool"),
-    ("hessian-corrupt-out", ["hessian", "final.pt", "--out", "text.pt"], "not a readable HDF5 file"),
+    (
+        "hessian-name-clash",
+        ["hessian", "final.pt", "--name", "clash", "--out", "results.h5"],
+        "exists with another config",
+    ),
+    (
+        "hessian-foreign-out",
+        ["hessian", "final.pt", "--out", "foreign.h5"],
+        "HDF5 file of another tool",
+    ),
+    (
+        "hessian-corrupt-out",
+        ["hessian", "final.pt", "--out", "text.pt"],
+        "not a readable HDF5 file",
+    ),
     # --- cosine
     ("cosine-inverted-range", ["cosine", "final.pt", "--range", "1:0:5"], "is inverted"),
     ("cosine-zero-length-range", ["cosine", "final.pt", "--range", "0.5:0.5:5"], "has zero length"),
@@ -127,10 +168,18 @@ CASES: list[tuple[str, list[str], str]] = [
         ["cosine", "final.pt", "--hessian-group", "results.h5:/hessian/nope"],
         "no group '/hessian/nope'",
     ),
-    ("cosine-name-clash", ["cosine", "final.pt", "--name", "clash", "--out", "results.h5"], "exists with another config"),
+    (
+        "cosine-name-clash",
+        ["cosine", "final.pt", "--name", "clash", "--out", "results.h5"],
+        "exists with another config",
+    ),
     # --- surface
     ("surface-range-two-parts", ["surface", "final.pt", "--range", "-1:1"], "must be a:b:n"),
-    ("surface-inverted-yrange", ["surface", "final.pt", "--dim", "2", "--yrange", "1:-1:5"], "--yrange '1:-1:5' is inverted"),
+    (
+        "surface-inverted-yrange",
+        ["surface", "final.pt", "--dim", "2", "--yrange", "1:-1:5"],
+        "--yrange '1:-1:5' is inverted",
+    ),
     ("surface-yrange-1d", ["surface", "final.pt", "--yrange", "-1:1:5"], "--yrange needs --dim 2"),
     ("surface-dim-3", ["surface", "final.pt", "--dim", "3"], "--dim"),
     (
@@ -138,33 +187,79 @@ CASES: list[tuple[str, list[str], str]] = [
         ["surface", "final.pt", "--dirs", "eigen", "--hessian-group", "results.h5:/hessian/clash"],
         "holds no eigenvectors",
     ),
-    ("surface-eigen-foreign-file", ["surface", "final.pt", "--dirs", "eigen", "--hessian-group", "foreign.h5:/hessian/x"], "HDF5 file of another tool"),
+    (
+        "surface-eigen-foreign-file",
+        ["surface", "final.pt", "--dirs", "eigen", "--hessian-group", "foreign.h5:/hessian/x"],
+        "HDF5 file of another tool",
+    ),
     ("surface-interp-without-other", ["surface", "final.pt", "--dirs", "interp"], "--other"),
-    ("surface-interp-other-arch", ["surface", "final.pt", "--dirs", "interp", "--other", "mlp.pt"], "mlp.pt"),
-    ("surface-pca-missing-trajectory", ["surface", "final.pt", "--dirs", "pca", "--trajectory", "nowhere"], "nowhere"),
-    ("surface-name-clash", ["surface", "final.pt", "--name", "clash", "--out", "results.h5"], "exists with another config"),
+    (
+        "surface-interp-other-arch",
+        ["surface", "final.pt", "--dirs", "interp", "--other", "mlp.pt"],
+        "mlp.pt",
+    ),
+    (
+        "surface-pca-missing-trajectory",
+        ["surface", "final.pt", "--dirs", "pca", "--trajectory", "nowhere"],
+        "nowhere",
+    ),
+    (
+        "surface-name-clash",
+        ["surface", "final.pt", "--name", "clash", "--out", "results.h5"],
+        "exists with another config",
+    ),
     # --- smoothness
     ("smoothness-radii-from-zero", ["smoothness", "final.pt", "--radii", "0:1:5"], "needs a > 0"),
     ("smoothness-inverted-radii", ["smoothness", "final.pt", "--radii", "1:1e-3:5"], "is inverted"),
     ("smoothness-unknown-norm", ["smoothness", "final.pt", "--eps", "0.1", "--norms", "l3"], "l3"),
-    ("smoothness-l2-eps-negative", ["smoothness", "final.pt", "--l2-eps", "-1"], "finite number >= 0"),
+    (
+        "smoothness-l2-eps-negative",
+        ["smoothness", "final.pt", "--l2-eps", "-1"],
+        "finite number >= 0",
+    ),
     # --- connect
     ("connect-order-zero", ["connect", "final.pt", "final.pt", "--order", "0"], "--order"),
     ("connect-one-point", ["connect", "final.pt", "final.pt", "--points", "1"], "--points"),
-    ("connect-other-arch", ["connect", "final.pt", "mlp.pt"], "a curve joins two models of the same arch"),
+    (
+        "connect-other-arch",
+        ["connect", "final.pt", "mlp.pt"],
+        "a curve joins two models of the same arch",
+    ),
     ("connect-missing-end", ["connect", "final.pt", "nope.pt"], "nope.pt does not exist"),
-    ("connect-bn-adv-at-eps-0", ["connect", "final.pt", "final.pt", "--bn-inputs", "adv"], "--bn-inputs adv needs --eps > 0"),
+    (
+        "connect-bn-adv-at-eps-0",
+        ["connect", "final.pt", "final.pt", "--bn-inputs", "adv"],
+        "--bn-inputs adv needs --eps > 0",
+    ),
     (
         "connect-curve-out-not-a-curve",
-        ["connect", "final.pt", "final.pt", "--epochs", "1", "--points", "3", "--curve-out", "final.pt"],
+        [
+            "connect",
+            "final.pt",
+            "final.pt",
+            "--epochs",
+            "1",
+            "--points",
+            "3",
+            "--curve-out",
+            "final.pt",
+        ],
         "is not a landscape curve file",
     ),
     # --- toy
     ("toy-unknown-figure", ["toy", "liu-fig99"], "liu-fig99"),
     ("toy-grid-too-small", ["toy", "kanai-fig2", "--grid", "2"], "--grid"),
     ("toy-eps-nan", ["toy", "kanai-fig2", "--eps", "nan"], "finite number >= 0"),
-    ("toy-two-eps-for-kanai", ["toy", "kanai-fig2", "--eps", "0.1", "--eps", "0.2"], "takes one --eps"),
-    ("toy-foreign-out", ["toy", "liu-fig5", "--grid", "5", "--out", "foreign.h5"], "HDF5 file of another tool"),
+    (
+        "toy-two-eps-for-kanai",
+        ["toy", "kanai-fig2", "--eps", "0.1", "--eps", "0.2"],
+        "takes one --eps",
+    ),
+    (
+        "toy-foreign-out",
+        ["toy", "liu-fig5", "--grid", "5", "--out", "foreign.h5"],
+        "HDF5 file of another tool",
+    ),
     # --- anything
     ("unknown-command", ["frobnicate"], "frobnicate"),
     ("unknown-option", ["train", "--epoch", "3"], "--epoch"),
@@ -172,9 +267,30 @@ CASES: list[tuple[str, list[str], str]] = [
 
 
 def _write_results(path: Path) -> None:
-    """A results file of ours with one `clash` run per analysis, stored with another config."""
-    for analysis in ("hessian", "cosine", "surface", "smoothness", "connect"):
-        attrs = store.provenance(command="landscape test", config={"analysis": "another"})
+    """A results file of ours with one `clash` run per analysis, stored with another config
+    (the Hessian run without eigenvectors)."""
+    attrs = store.provenance(command="landscape test", config={"analysis": "another"})
+    values = np.array([2.0, 1.0])
+    run = HessianResult(
+        eigenvalues=values,
+        eigenvalues_normalized=values,
+        residuals=values * 0,
+        random_losses=np.ones(1),
+        loss_scale=1.0,
+        loss=0.5,
+        n_hvp=10,
+        method="lanczos",
+        wall_s=0.1,
+        param_names=("fc2.weight",),
+        param_shapes=((10, 64),),
+        eigenvectors=None,
+        trace=float("nan"),
+        trace_stderr=float("nan"),
+        density_grid=np.zeros(0),
+        density=np.zeros(0),
+    )
+    store_hessian(path, "/hessian/clash", run, attrs)
+    for analysis in ("cosine", "surface", "smoothness", "connect"):
         x = np.linspace(-1.0, 1.0, 3)
         store.write_group(
             path,
@@ -214,7 +330,9 @@ def workspace(tmp_path: Path, digits_run: Path, monkeypatch: pytest.MonkeyPatch)
 def snapshot(folder: Path) -> dict[str, str]:
     """Every path under `folder` with the sha256 of its bytes (folders: empty)."""
     return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_file()
+        else ""
         for p in sorted(folder.rglob("*"))
     }
 
