@@ -461,8 +461,8 @@ def train_curve(
         stored = store.canonical_config(
             {
                 "config": cfg,
-                "start_sha256": obj["endpoints"].get("start_sha256"),
-                "end_sha256": obj["endpoints"].get("end_sha256"),
+                "start_sha256": obj.get("endpoints", {}).get("start_sha256"),
+                "end_sha256": obj.get("endpoints", {}).get("end_sha256"),
             }
         )
         if stored == identity:
@@ -489,7 +489,7 @@ def train_curve(
     state = None
     if resume.exists():
         state = read_checkpoint(resume, map_location=device)
-        if state.get("identity") != identity:
+        if not isinstance(state, Mapping) or state.get("identity") != identity:
             if not overwrite:
                 raise BadInput(
                     f"{resume} holds an unfinished curve with another config or other "

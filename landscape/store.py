@@ -93,6 +93,14 @@ def _check_ours(f: h5py.File, path: Path) -> None:
         )
 
 
+def _text(attrs: Mapping[str, Any], key: str) -> str | None:
+    """A text attribute, or None where it is missing or not text (a foreign or hostile file)."""
+    value = attrs.get(key)
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value if isinstance(value, str) else None
+
+
 def _check_group_path(f: h5py.File, group: str, path: Path) -> None:
     """BadInput when a dataset sits where `group` or one of its parents belongs."""
     parts = group.strip("/").split("/")
@@ -189,7 +197,7 @@ def write_group(
                         _check_ours(old, target)
                         _check_group_path(old, group, target)
                         if group in old and not overwrite:
-                            old_cfg = old[group].attrs.get("config")
+                            old_cfg = _text(old[group].attrs, "config")
                             if old_cfg is not None and old_cfg != attrs.get("config"):
                                 raise BadInput(
                                     f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
@@ -268,7 +276,7 @@ def list_groups(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
 
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Group) and "status" in obj.attrs:
-                found.append(("/" + name, dict(obj.attrs)))
+                found.append(("/" + name, {**obj.attrs, "status": _text(obj.attrs, "status")}))
 
         f.visititems(visit)
     return found
@@ -289,12 +297,12 @@ def find_complete(
         if group not in f:
             return False
         attrs = f[group].attrs
-        same = attrs.get("config") == canonical_config(config)
+        same = _text(attrs, "config") == canonical_config(config)
         if not same and not overwrite:
             raise BadInput(
                 f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
             )
-        return same and attrs.get("status") == "complete"
+        return same and _text(attrs, "status") == "complete"
 
 
 def resolve_grid(grid: Grid | None, shape: tuple[int, ...], fields: Sequence[str]) -> Grid:
@@ -348,7 +356,7 @@ class Grid:
     def _load_sidecar(self, overwrite: bool) -> None:
         try:
             with h5py.File(self.sidecar, "r") as f:
-                same = f.attrs.get("config") == self.config
+                same = _text(f.attrs, "config") == self.config
                 if same:
                     problem = self._sidecar_problem(f)
                     if problem is None:

@@ -116,6 +116,17 @@ CASES: list[tuple[str, list[str], str]] = [
         "HDF5 file of another tool",
     ),
     ("report-missing", ["report", "nope.h5", "--out", "r.html"], "nope.h5 does not exist"),
+    ("report-not-hdf5", ["report", "final.pt", "--out", "r.html"], "not a readable HDF5 file"),
+    (
+        "info-truncated-results",
+        ["info", "truncated.h5"],
+        "truncated.h5 is not a readable HDF5 file",
+    ),
+    (
+        "plot-truncated-results",
+        ["plot", "truncated.h5", "--out", "figs"],
+        "truncated.h5 is not a readable HDF5 file",
+    ),
     (
         "figures-unknown-recipe",
         ["figures", "--only", "liu-fig99", "--runs", "runs", "--out", "figs"],
@@ -217,6 +228,11 @@ CASES: list[tuple[str, list[str], str]] = [
         ["smoothness", "final.pt", "--l2-eps", "-1"],
         "finite number >= 0",
     ),
+    (
+        "smoothness-name-clash",
+        ["smoothness", "final.pt", "--name", "clash", "--out", "results.h5"],
+        "exists with another config",
+    ),
     # --- connect
     ("connect-order-zero", ["connect", "final.pt", "final.pt", "--order", "0"], "--order"),
     ("connect-one-point", ["connect", "final.pt", "final.pt", "--points", "1"], "--points"),
@@ -246,6 +262,11 @@ CASES: list[tuple[str, list[str], str]] = [
         ],
         "is not a landscape curve file",
     ),
+    (
+        "connect-name-clash",
+        ["connect", "final.pt", "final.pt", "--name", "clash", "--out", "results.h5"],
+        "exists with another config",
+    ),
     # --- toy
     ("toy-unknown-figure", ["toy", "liu-fig99"], "liu-fig99"),
     ("toy-grid-too-small", ["toy", "kanai-fig2", "--grid", "2"], "--grid"),
@@ -259,6 +280,11 @@ CASES: list[tuple[str, list[str], str]] = [
         "toy-foreign-out",
         ["toy", "liu-fig5", "--grid", "5", "--out", "foreign.h5"],
         "HDF5 file of another tool",
+    ),
+    (
+        "toy-name-clash",
+        ["toy", "liu-fig5", "--grid", "5", "--out", "results.h5"],
+        "results.h5:/toy/liu-fig5 exists with another config",
     ),
     # --- anything
     ("unknown-command", ["frobnicate"], "frobnicate"),
@@ -290,6 +316,7 @@ def _write_results(path: Path) -> None:
         density=np.zeros(0),
     )
     store_hessian(path, "/hessian/clash", run, attrs)
+    store.write_group(path, "/toy/liu-fig5", {"x": np.zeros(3)}, attrs)
     for analysis in ("cosine", "surface", "smoothness", "connect"):
         x = np.linspace(-1.0, 1.0, 3)
         store.write_group(
@@ -323,6 +350,8 @@ def workspace(tmp_path: Path, digits_run: Path, monkeypatch: pytest.MonkeyPatch)
     with h5py.File(tmp_path / "empty.h5", "w") as f:
         f.attrs["landscape_format"] = store.FORMAT
     _write_results(tmp_path / "results.h5")
+    results = (tmp_path / "results.h5").read_bytes()
+    (tmp_path / "truncated.h5").write_bytes(results[: len(results) // 2])
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

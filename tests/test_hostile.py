@@ -254,6 +254,24 @@ def test_curve_file_with_bad_contents(mutation, here, capsys):
     refused(["eval", "curve.pt", "--t", "0.5"], "curve.pt", here, capsys)
 
 
+def test_connect_refuses_odd_curve_files(here, capsys):
+    """A --curve-out to reuse or resume that `landscape connect` did not write."""
+    args = ["connect", "final.pt", "final.pt", "--epochs", "1", "--points", "3"]
+    args += ["--samples", "20", "--curve-out", "curve.pt", "--out", "r.h5"]
+    for change in CURVE_MUTATIONS.values():
+        curve = _curve(here)
+        change(curve)
+        torch.save(curve, here / "curve.pt")
+        refused(args, "curve.pt", here, capsys)
+    curve = _curve(here)
+    curve.pop("endpoints")
+    torch.save(curve, here / "curve.pt")
+    refused(args, "curve.pt holds a curve with another config", here, capsys)
+    (here / "curve.pt").unlink()
+    torch.save([1, 2], here / "curve.resume.pt")
+    refused(args, "curve.resume.pt holds an unfinished curve", here, capsys)
+
+
 # -------------------------------------------------------------- HDF5 files with odd contents
 
 
@@ -485,3 +503,29 @@ def test_resuming_an_odd_sidecar(mutation, stored, here, capsys):
         main([*args, "--overwrite"])
     assert exc.value.code == 0 and not sidecar.exists()
     assert store.read_group(here / "r.h5", "/surface/line")[0]["done"].all()
+
+
+def test_attributes_of_odd_types(here, capsys):
+    """status and config that are not text: such a group is never taken as complete."""
+    with h5py.File(here / "r.h5", "w") as f:
+        f.attrs["landscape_format"] = store.FORMAT
+        odd = f.create_group("surface/odd")
+        odd.attrs["status"] = np.array([1, 2])
+        odd["x"] = np.zeros((2, 2))
+        good = f.create_group("surface/good")
+        good.attrs["status"] = "complete"
+        good.attrs["config"] = np.array([1.0, 2.0])
+        for name, value in (
+            ("x", np.linspace(-1, 1, 3)),
+            ("loss", np.ones(3)),
+            ("error", np.zeros(3)),
+        ):
+            good[name] = value
+    assert dict(store.list_groups(here / "r.h5"))["/surface/odd"]["status"] is None
+    with pytest.raises(SystemExit) as exc:
+        main(["plot", "r.h5", "--out", "figs"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (here / "figs").iterdir()) == ["surface_1d.png"]
+    assert not store.find_complete(here / "r.h5", "/surface/good", {}, overwrite=True)
+    with pytest.raises(BadInput, match="exists with another config"):
+        store.find_complete(here / "r.h5", "/surface/good", {})
