@@ -26,6 +26,7 @@ import numpy as np
 from .util import BadInput, atomic_path, file_lock
 
 FORMAT = "landscape-results"
+WRITE_HINT = "; choose another --out"
 SCALE_NAMES = ("alpha", "x", "y", "t", "index", "step", "radius", "lr", "epoch")
 PROVENANCE_KEYS = (
     "landscape_version",
@@ -86,10 +87,10 @@ def safe_run_name(name: str) -> str:
     return cleaned
 
 
-def _check_ours(f: h5py.File, path: Path) -> None:
-    if f.attrs.get("landscape_format") != FORMAT:
+def _check_ours(f: h5py.File, path: Path, hint: str = "") -> None:
+    if _text(f.attrs, "landscape_format") != FORMAT:
         raise BadInput(
-            f"{path} is an HDF5 file of another tool (no landscape_format attribute); choose another --out"
+            f"{path} is an HDF5 file of another tool (no landscape_format attribute){hint}"
         )
 
 
@@ -112,8 +113,9 @@ def _check_group_path(f: h5py.File, group: str, path: Path) -> None:
             )
 
 
-def open_results(path: str | Path) -> h5py.File:
-    """Open an existing results file read-only, refusing missing, broken and foreign files."""
+def open_results(path: str | Path, hint: str = "") -> h5py.File:
+    """Open an existing results file read-only, refusing missing, broken and foreign files
+    (`hint` ends the message for a foreign one)."""
     p = Path(path)
     if not p.is_file():
         raise BadInput(f"results file {p} does not exist")
@@ -122,7 +124,7 @@ def open_results(path: str | Path) -> h5py.File:
     except OSError as exc:
         raise BadInput(f"{p} is not a readable HDF5 file ({exc.__class__.__name__})") from exc
     try:
-        _check_ours(f, p)
+        _check_ours(f, p, hint)
     except BadInput:
         f.close()
         raise
@@ -194,7 +196,7 @@ def write_group(
             if target.exists():
                 try:
                     with h5py.File(target, "r") as old:
-                        _check_ours(old, target)
+                        _check_ours(old, target, WRITE_HINT)
                         _check_group_path(old, group, target)
                         if group in old and not overwrite:
                             old_cfg = _text(old[group].attrs, "config")
@@ -292,7 +294,7 @@ def find_complete(
     target = Path(path)
     if not target.exists():
         return False
-    with open_results(target) as f:
+    with open_results(target, WRITE_HINT) as f:
         _check_group_path(f, group, target)
         if group not in f:
             return False

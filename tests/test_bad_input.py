@@ -160,7 +160,7 @@ CASES: list[tuple[str, list[str], str]] = [
     (
         "hessian-foreign-out",
         ["hessian", "final.pt", "--out", "foreign.h5"],
-        "HDF5 file of another tool",
+        "HDF5 file of another tool (no landscape_format attribute); choose another --out",
     ),
     (
         "hessian-corrupt-out",
@@ -279,7 +279,7 @@ CASES: list[tuple[str, list[str], str]] = [
     (
         "toy-foreign-out",
         ["toy", "liu-fig5", "--grid", "5", "--out", "foreign.h5"],
-        "HDF5 file of another tool",
+        "HDF5 file of another tool (no landscape_format attribute); choose another --out",
     ),
     (
         "toy-name-clash",
