@@ -529,3 +529,12 @@ def test_attributes_of_odd_types(here, capsys):
     assert not store.find_complete(here / "r.h5", "/surface/good", {}, overwrite=True)
     with pytest.raises(BadInput, match="exists with another config"):
         store.find_complete(here / "r.h5", "/surface/good", {})
+
+
+def test_a_refused_plot_leaves_no_figure_open(stored, here, capsys):
+    import matplotlib.pyplot as plt
+
+    _mutated(stored, here, "plane-misshapen")
+    before = set(plt.get_fignums())
+    refused(["plot", "r.h5", "--out", "figs"], "/surface/plane", here, capsys)
+    assert set(plt.get_fignums()) == before

@@ -203,9 +203,12 @@ def draw(analysis: str, groups: Sequence[Group], source: str | Path) -> list[Fig
         return []
     for g in groups:
         check_group(analysis, g, source)
+    opened = set(plt.get_fignums())
     try:
         return render(groups)
     except (KeyError, IndexError, ValueError, TypeError) as exc:
+        for num in set(plt.get_fignums()) - opened:
+            plt.close(num)
         names = ", ".join(g.path for g in groups)
         raise BadInput(
             f"{source}: cannot draw {names}: the data are not as `landscape {analysis}` stores them "
@@ -225,11 +228,15 @@ def render_file(
     so a group that cannot be drawn leaves no partial output."""
     style()
     out = Path(out_dir)
-    drawn = [
-        fig
-        for analysis, groups in load_groups(path, selection).items()
-        for fig in draw(analysis, groups, path)
-    ]
+    drawn: list[Figure] = []
+    try:
+        for analysis, groups in load_groups(path, selection).items():
+            drawn += draw(analysis, groups, path)
+    except BadInput:
+        for fig in drawn:
+            if fig.matplotlib is not None:
+                plt.close(fig.matplotlib)
+        raise
     written: list[Path] = []
     for fig in drawn:
         if figures and fig.name not in figures:
