@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,33 @@ def build_from_spec(spec: Mapping[str, Any], device: str | torch.device = "cpu")
     return model.to(device)
 
 
+def build_stored(spec: Any, source: str, device: str | torch.device = "cpu") -> nn.Module:
+    """`build_from_spec` for a spec read from a file: any fault is BadInput naming `source`."""
+    if not isinstance(spec, Mapping):
+        raise BadInput(f"{source} holds no model spec; it was not written by landscape")
+    try:
+        dataset_info(spec.get("dataset"))
+        return build_from_spec(spec, device)
+    except BadInput as exc:
+        raise BadInput(f"{source} has a bad model spec: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput(
+            f"{source} has a malformed model spec ({exc.__class__.__name__}: {exc}); it was not written by landscape"
+        ) from exc
+
+
+def check_stored(obj: Mapping[str, Any], source: str) -> nn.Module:
+    """The model of a checkpoint that carries our format mark (weights not loaded), after
+    checking its spec, state_dict and `train` entry; BadInput naming `source` otherwise."""
+    model = build_stored(obj.get("spec"), source)
+    state = obj.get("state_dict")
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise BadInput(f"{source} holds no state_dict of tensors; it was not written by landscape")
+    if not isinstance(obj.get("train", {}), Mapping):
+        raise BadInput(f"{source} has a malformed 'train' entry; it was not written by landscape")
+    return model
+
+
 def _plain_state(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     return {k: v.detach().cpu().clone() for k, v in state.items()}
@@ -88,7 +116,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if p.stat().st_size == 0:
         raise BadInput(f"checkpoint {p} is empty")
     try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle protocol only matters if the file is refused: say that alone.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise BadInput(
             f"checkpoint {p} holds objects other than plain tensors and data; refused without loading them"
@@ -150,6 +181,7 @@ def load_checkpoint(
     p = Path(path)
     obj = read_checkpoint(p, map_location="cpu")
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        model = check_stored(obj, str(p))
         spec = dict(obj["spec"])
         given = {"arch": arch, "width": width, "dataset": dataset, "activation": activation}
         for key, value in given.items():
@@ -163,7 +195,7 @@ def load_checkpoint(
             )
         spec = model_spec(arch, dataset, width=width, activation=activation or "relu")
         state = _foreign_state(obj, p)
-    model = build_from_spec(spec, "cpu")
+        model = build_from_spec(spec, "cpu")
     load_state(model, state, str(p))
     model.to(device).eval()
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:

@@ -610,7 +610,7 @@ def info(file: str, device: str, seed: int, as_json: bool, debug: bool) -> None:
     import h5py
 
     from . import store
-    from .checkpoint import FORMAT, read_checkpoint, sha256_file
+    from .checkpoint import FORMAT, check_stored, read_checkpoint, sha256_file
 
     path = Path(file)
     if not path.is_file():
@@ -626,6 +626,7 @@ def info(file: str, device: str, seed: int, as_json: bool, debug: bool) -> None:
     obj = read_checkpoint(path)
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise BadInput(f"{path} is neither a landscape checkpoint nor a landscape results file")
+    check_stored(obj, str(path))
     train_meta = obj.get("train", {})
     summary(
         str(path),

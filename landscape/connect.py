@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from . import distributed, store
 from .attacks import AttackConfig, attack_config, evaluate, perturb
-from .checkpoint import build_from_spec, load_checkpoint, read_checkpoint, sha256_file
+from .checkpoint import build_from_spec, build_stored, load_checkpoint, read_checkpoint, sha256_file
 from .data import augment, batches, dataset_info, load_dataset
 from .optim import BatchLoss, StepContext, UpdateRule
 from .params import ParamDict, flatten, functional_forward, named_params
@@ -400,11 +400,30 @@ def is_curve(path: str | Path) -> bool:
 
 
 def load_curve(path: str | Path, device: str | torch.device = "cpu") -> tuple[BezierCurve, dict]:
-    """A curve file as a `BezierCurve` on `device`, with the file's other contents."""
+    """A curve file as a `BezierCurve` on `device`, with the file's other contents.
+
+    Contents that `save_curve` would not write are BadInput naming the file."""
     obj = _read_curve_file(path)
-    net = build_from_spec(obj["spec"], device)
-    points = {k: v.to(device) for k, v in obj["control_points"].items()}
-    return BezierCurve.from_control_points(net, points, int(obj["order"])), obj
+    net = build_stored(obj.get("spec"), str(path), device)
+    points, order = obj.get("control_points"), obj.get("order")
+    if not isinstance(points, Mapping) or not all(torch.is_tensor(v) for v in points.values()):
+        raise BadInput(
+            f"{path} holds no control points as tensors; it was not written by landscape"
+        )
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise BadInput(
+            f"{path} has order {order!r}, not an integer >= 1; it was not written by landscape"
+        )
+    for key in ("endpoints", "train"):
+        if not isinstance(obj.get(key, {}), Mapping):
+            raise BadInput(f"{path} has a malformed {key!r} entry; it was not written by landscape")
+    try:
+        curve = BezierCurve.from_control_points(
+            net, {k: v.to(device) for k, v in points.items()}, order
+        )
+    except BadInput as exc:
+        raise BadInput(f"{path}: {exc}") from exc
+    return curve, obj
 
 
 def train_curve(
@@ -442,8 +461,8 @@ def train_curve(
         stored = store.canonical_config(
             {
                 "config": cfg,
-                "start_sha256": obj["endpoints"].get("start_sha256"),
-                "end_sha256": obj["endpoints"].get("end_sha256"),
+                "start_sha256": obj.get("endpoints", {}).get("start_sha256"),
+                "end_sha256": obj.get("endpoints", {}).get("end_sha256"),
             }
         )
         if stored == identity:
@@ -470,7 +489,7 @@ def train_curve(
     state = None
     if resume.exists():
         state = read_checkpoint(resume, map_location=device)
-        if state.get("identity") != identity:
+        if not isinstance(state, Mapping) or state.get("identity") != identity:
             if not overwrite:
                 raise BadInput(
                     f"{resume} holds an unfinished curve with another config or other "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from .curvature import (
     top_eigenpairs,
 )
 from .data import dataset_info
-from .store import read_group, write_group
+from .store import check_arrays, read_group, write_group
 from .util import BadInput, make_generator
 
 TRACE_PROBES = 100
@@ -331,26 +331,67 @@ def store_hessian(
     return write_group(path, _group(group), arrays, meta, dims=dims, overwrite=overwrite)
 
 
+def _stored_attr(
+    attrs: Mapping[str, Any], key: str, convert: Callable[[Any], Any], where: str
+) -> Any:
+    try:
+        return convert(attrs[key])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput(
+            f"{where}: attribute {key!r} is missing or malformed; the group is not as `landscape hessian` stores it"
+        ) from exc
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = json.loads(text)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("not a list of names")
+    return tuple(names)
+
+
+def _shapes(text: str) -> tuple[tuple[int, ...], ...]:
+    shapes = json.loads(text)
+    if not isinstance(shapes, list) or not all(
+        isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s) for s in shapes
+    ):
+        raise ValueError("not a list of shapes")
+    return tuple(tuple(s) for s in shapes)
+
+
 def load_hessian(path: str | Path, group: str) -> HessianResult:
-    """Read a stored run back as the record `hessian` returned."""
-    arrays, attrs = read_group(path, _group(group))
-    names = json.loads(attrs["param_names"])
-    shapes = json.loads(attrs["param_shapes"])
+    """Read a stored run back as the record `hessian` returned; BadInput for a group that is
+    not shaped as `store_hessian` writes it (hostile or foreign files)."""
+    where = f"{path}:{_group(group)}"
+    needs = {"eigenvalues": 1, "eigenvalues_normalized": 1, "residuals": 1, "random_losses": 1}
+    arrays, attrs = read_group(path, _group(group), needs=needs)
+    names = _stored_attr(attrs, "param_names", _names, where)
+    shapes = _stored_attr(attrs, "param_shapes", _shapes, where)
+    if len(names) != len(shapes):
+        raise BadInput(f"{where}: attributes 'param_names' and 'param_shapes' disagree in length")
+    vectors = arrays.get("eigenvectors")
+    if vectors is not None:
+        check_arrays(where, arrays, {"eigenvectors": 2})
+        expected = (len(arrays["eigenvalues"]), sum(math.prod(s) for s in shapes))
+        if vectors.shape != expected:
+            raise BadInput(
+                f"{where}: dataset 'eigenvectors' has shape {vectors.shape}, expected {expected} "
+                f"(eigenvalues x parameters)"
+            )
     return HessianResult(
         eigenvalues=arrays["eigenvalues"],
         eigenvalues_normalized=arrays["eigenvalues_normalized"],
         residuals=arrays["residuals"],
         random_losses=arrays["random_losses"],
-        loss_scale=float(attrs["loss_scale"]),
-        loss=float(attrs["loss"]),
-        n_hvp=int(attrs["n_hvp"]),
-        method=str(attrs["method"]),
-        wall_s=float(attrs["wall_s"]),
-        param_names=tuple(names),
-        param_shapes=tuple(tuple(s) for s in shapes),
-        eigenvectors=arrays.get("eigenvectors"),
-        trace=float(attrs["trace"]),
-        trace_stderr=float(attrs["trace_stderr"]),
+        loss_scale=_stored_attr(attrs, "loss_scale", float, where),
+        loss=_stored_attr(attrs, "loss", float, where),
+        n_hvp=_stored_attr(attrs, "n_hvp", int, where),
+        method=_stored_attr(attrs, "method", str, where),
+        wall_s=_stored_attr(attrs, "wall_s", float, where),
+        param_names=names,
+        param_shapes=shapes,
+        eigenvectors=vectors,
+        trace=_stored_attr(attrs, "trace", float, where),
+        trace_stderr=_stored_attr(attrs, "trace_stderr", float, where),
         density_grid=arrays.get("density_grid", np.zeros(0)),
         density=arrays.get("density", np.zeros(0)),
     )

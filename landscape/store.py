@@ -26,6 +26,7 @@ import numpy as np
 from .util import BadInput, atomic_path, file_lock
 
 FORMAT = "landscape-results"
+WRITE_HINT = "; choose another --out"
 SCALE_NAMES = ("alpha", "x", "y", "t", "index", "step", "radius", "lr", "epoch")
 PROVENANCE_KEYS = (
     "landscape_version",
@@ -86,15 +87,35 @@ def safe_run_name(name: str) -> str:
     return cleaned
 
 
-def _check_ours(f: h5py.File, path: Path) -> None:
-    if f.attrs.get("landscape_format") != FORMAT:
+def _check_ours(f: h5py.File, path: Path, hint: str = "") -> None:
+    if _text(f.attrs, "landscape_format") != FORMAT:
         raise BadInput(
-            f"{path} is an HDF5 file of another tool (no landscape_format attribute); choose another --out"
+            f"{path} is an HDF5 file of another tool (no landscape_format attribute){hint}"
         )
 
 
-def open_results(path: str | Path) -> h5py.File:
-    """Open an existing results file read-only, refusing missing, broken and foreign files."""
+def _text(attrs: Mapping[str, Any], key: str) -> str | None:
+    """A text attribute, or None where it is missing or not text (a foreign or hostile file)."""
+    value = attrs.get(key)
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value if isinstance(value, str) else None
+
+
+def _check_group_path(f: h5py.File, group: str, path: Path) -> None:
+    """BadInput when a dataset sits where `group` or one of its parents belongs."""
+    parts = group.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        prefix = "/" + "/".join(parts[:i])
+        if prefix in f and not isinstance(f[prefix], h5py.Group):
+            raise BadInput(
+                f"{path}:{prefix} is a dataset where a group belongs; choose another --out"
+            )
+
+
+def open_results(path: str | Path, hint: str = "") -> h5py.File:
+    """Open an existing results file read-only, refusing missing, broken and foreign files
+    (`hint` ends the message for a foreign one)."""
     p = Path(path)
     if not p.is_file():
         raise BadInput(f"results file {p} does not exist")
@@ -103,7 +124,7 @@ def open_results(path: str | Path) -> h5py.File:
     except OSError as exc:
         raise BadInput(f"{p} is not a readable HDF5 file ({exc.__class__.__name__})") from exc
     try:
-        _check_ours(f, p)
+        _check_ours(f, p, hint)
     except BadInput:
         f.close()
         raise
@@ -175,9 +196,10 @@ def write_group(
             if target.exists():
                 try:
                     with h5py.File(target, "r") as old:
-                        _check_ours(old, target)
+                        _check_ours(old, target, WRITE_HINT)
+                        _check_group_path(old, group, target)
                         if group in old and not overwrite:
-                            old_cfg = old[group].attrs.get("config")
+                            old_cfg = _text(old[group].attrs, "config")
                             if old_cfg is not None and old_cfg != attrs.get("config"):
                                 raise BadInput(
                                     f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
@@ -202,14 +224,50 @@ def write_group(
     return group
 
 
-def read_group(path: str | Path, group: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """All datasets and attributes of one group, as numpy arrays and python values."""
+def _readable(ds: h5py.Dataset) -> bool:
+    """Numbers, booleans and text: the only types a landscape results file holds."""
+    return ds.dtype.kind in "biuf" or h5py.check_string_dtype(ds.dtype) is not None
+
+
+def check_arrays(
+    where: str, arrays: Mapping[str, np.ndarray], needs: Mapping[str, int | None]
+) -> None:
+    """BadInput unless each array named in `needs` is present, numeric and has that many
+    dimensions (None: any), so that hostile or foreign files fail with a clear message."""
+    for name, ndim in needs.items():
+        arr = arrays.get(name)
+        if arr is None:
+            problem = "is missing"
+        elif np.asarray(arr).dtype.kind not in "biuf":
+            problem = f"holds {np.asarray(arr).dtype} values, not numbers"
+        elif ndim is not None and np.ndim(arr) != ndim:
+            problem = f"is {np.ndim(arr)}-D, expected {ndim}-D"
+        else:
+            continue
+        raise BadInput(
+            f"{where}: dataset {name!r} {problem}; the group is not as landscape stores it"
+        )
+
+
+def read_group(
+    path: str | Path, group: str, needs: Mapping[str, int | None] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All datasets and attributes of one group, as numpy arrays and python values.
+
+    `needs` names datasets that must be there, numeric, with so many dimensions (`check_arrays`).
+    """
     with open_results(path) as f:
         if group not in f or not isinstance(f[group], h5py.Group):
             raise BadInput(f"{path} has no group {group!r}; `landscape info {path}` lists them")
         g = f[group]
+        odd = [k for k, v in g.items() if isinstance(v, h5py.Dataset) and not _readable(v)]
+        if odd:
+            raise BadInput(
+                f"{path}:{group}: dataset {odd[0]!r} has type {g[odd[0]].dtype}, which landscape never writes"
+            )
         arrays = {k: v[()] for k, v in g.items() if isinstance(v, h5py.Dataset)}
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+    check_arrays(f"{path}:{group}", arrays, needs or {})
     return arrays, attrs
 
 
@@ -220,7 +278,7 @@ def list_groups(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
 
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Group) and "status" in obj.attrs:
-                found.append(("/" + name, dict(obj.attrs)))
+                found.append(("/" + name, {**obj.attrs, "status": _text(obj.attrs, "status")}))
 
         f.visititems(visit)
     return found
@@ -236,16 +294,17 @@ def find_complete(
     target = Path(path)
     if not target.exists():
         return False
-    with open_results(target) as f:
+    with open_results(target, WRITE_HINT) as f:
+        _check_group_path(f, group, target)
         if group not in f:
             return False
         attrs = f[group].attrs
-        same = attrs.get("config") == canonical_config(config)
+        same = _text(attrs, "config") == canonical_config(config)
         if not same and not overwrite:
             raise BadInput(
                 f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
             )
-        return same and attrs.get("status") == "complete"
+        return same and _text(attrs, "status") == "complete"
 
 
 def resolve_grid(grid: Grid | None, shape: tuple[int, ...], fields: Sequence[str]) -> Grid:
@@ -299,21 +358,33 @@ class Grid:
     def _load_sidecar(self, overwrite: bool) -> None:
         try:
             with h5py.File(self.sidecar, "r") as f:
-                same = f.attrs.get("config") == self.config and tuple(f["done"].shape) == self.shape
+                same = _text(f.attrs, "config") == self.config
                 if same:
-                    self.done = f["done"][()].astype(bool)
-                    for name in self.arrays:
-                        if name in f:
+                    problem = self._sidecar_problem(f)
+                    if problem is None:
+                        self.done = f["done"][()].astype(bool)
+                        for name in self.arrays:
                             self.arrays[name] = f[name][()]
-                    return
-        except (OSError, KeyError):
-            self.sidecar.unlink()  # an unreadable cache of partial work: start over
-            return
+                        return
+                else:
+                    problem = "holds partial work with another config"
+        except OSError:
+            problem = "is not a readable HDF5 file"
         if not overwrite:
-            raise BadInput(
-                f"{self.sidecar} holds partial work with another config; pass --overwrite to discard it"
-            )
+            raise BadInput(f"{self.sidecar} {problem}; pass --overwrite to discard it")
         self.sidecar.unlink()
+
+    def _sidecar_problem(self, f: h5py.File) -> str | None:
+        """What is wrong with a sidecar of this run's config (hostile or damaged), or None."""
+        for name in ("done", *self.arrays):
+            ds = f.get(name)
+            if not isinstance(ds, h5py.Dataset):
+                return f"lacks the dataset {name!r}"
+            if ds.dtype.kind not in ("b" if name == "done" else "biuf"):
+                return f"holds {ds.dtype} values in {name!r}"
+            if tuple(ds.shape) != self.shape:
+                return f"holds {name!r} of shape {tuple(ds.shape)}, not the grid's {self.shape}"
+        return None
 
     @classmethod
     def in_memory(cls, shape: tuple[int, ...], fields: Sequence[str]) -> Grid:

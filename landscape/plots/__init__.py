@@ -4,6 +4,10 @@ A renderer is registered with `@renderer("<analysis>")` and receives every selec
 group of that analysis at once (so one figure can hold one line per eps). It returns
 `Figure` records; `render_file` writes them in the asked formats: matplotlib for
 png/pdf/svg, plotly for html.
+
+Files come from anywhere, so `draw` checks each group first: the datasets a renderer
+`needs` are there, every dataset holds numbers (text only where the renderer declares
+it), coordinates are 1-D; whatever else a renderer cannot draw is BadInput naming the groups.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..store import list_groups, read_group  # noqa: E402
+from ..store import SCALE_NAMES, check_arrays, list_groups, read_group  # noqa: E402
 from ..util import BadInput, atomic_path  # noqa: E402
 
 FORMATS = ("png", "pdf", "svg", "html")
@@ -76,11 +80,20 @@ class Figure:
 
 Renderer = Callable[[Sequence[Group]], list[Figure]]
 _RENDERERS: dict[str, Renderer] = {}
+# Per analysis: datasets its renderer needs (name -> dimensions, None: any), and text datasets.
+_NEEDS: dict[str, dict[str, int | None]] = {}
+_TEXT: dict[str, tuple[str, ...]] = {}
 
 
-def renderer(analysis: str) -> Callable[[Renderer], Renderer]:
+def renderer(
+    analysis: str, needs: dict[str, int | None] | None = None, text: tuple[str, ...] = ()
+) -> Callable[[Renderer], Renderer]:
+    """Register a renderer with the datasets it cannot draw without and those holding text."""
+
     def register(fn: Renderer) -> Renderer:
         _RENDERERS[analysis] = fn
+        _NEEDS[analysis] = dict(needs or {})
+        _TEXT[analysis] = text
         return fn
 
     return register
@@ -175,6 +188,34 @@ def load_groups(path: str | Path, selection: Sequence[str] = ()) -> dict[str, li
     return by_analysis
 
 
+def check_group(analysis: str, group: Group, source: str | Path) -> None:
+    """BadInput unless `group` holds what the renderer of `analysis` can draw (module docstring)."""
+    where = f"{source}:{group.path}"
+    numbers = {n: None for n in group.arrays if n not in _TEXT.get(analysis, ())}
+    coords = {n: 1 for n in group.arrays if n in SCALE_NAMES}
+    check_arrays(where, group.arrays, {**numbers, **coords, **_NEEDS.get(analysis, {})})
+
+
+def draw(analysis: str, groups: Sequence[Group], source: str | Path) -> list[Figure]:
+    """The figures of `groups`; [] when no renderer knows the analysis."""
+    render = renderers().get(analysis)
+    if render is None:
+        return []
+    for g in groups:
+        check_group(analysis, g, source)
+    opened = set(plt.get_fignums())
+    try:
+        return render(groups)
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        for num in set(plt.get_fignums()) - opened:
+            plt.close(num)
+        names = ", ".join(g.path for g in groups)
+        raise BadInput(
+            f"{source}: cannot draw {names}: the data are not as `landscape {analysis}` stores them "
+            f"({exc.__class__.__name__}: {exc})"
+        ) from exc
+
+
 def render_file(
     path: str | Path,
     out_dir: str | Path,
@@ -183,19 +224,24 @@ def render_file(
     figures: Sequence[str] = (),
 ) -> list[Path]:
     """Render the selected groups of a results file (only the figures named in `figures`,
-    when given); returns the files written."""
+    when given); returns the files written. Every figure is drawn before any is written,
+    so a group that cannot be drawn leaves no partial output."""
     style()
-    registry = renderers()
     out = Path(out_dir)
+    drawn: list[Figure] = []
+    try:
+        for analysis, groups in load_groups(path, selection).items():
+            drawn += draw(analysis, groups, path)
+    except BadInput:
+        for fig in drawn:
+            if fig.matplotlib is not None:
+                plt.close(fig.matplotlib)
+        raise
     written: list[Path] = []
-    for analysis, groups in load_groups(path, selection).items():
-        render = registry.get(analysis)
-        if render is None:
+    for fig in drawn:
+        if figures and fig.name not in figures:
+            if fig.matplotlib is not None:
+                plt.close(fig.matplotlib)
             continue
-        for fig in render(groups):
-            if figures and fig.name not in figures:
-                if fig.matplotlib is not None:
-                    plt.close(fig.matplotlib)
-                continue
-            written += save_figure(fig, out, formats)
+        written += save_figure(fig, out, formats)
     return written

@@ -68,7 +68,7 @@ def _figure(groups: Sequence[Group], name: str, robust: bool) -> Figure:
     return Figure(name, matplotlib=fig, plotly=pfig)
 
 
-@renderer("connect")
+@renderer("connect", needs={"t": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
     groups = sort_by_eps(groups)
     figures = [_figure(groups, "connect", robust=True)]

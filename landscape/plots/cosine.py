@@ -28,7 +28,7 @@ def _signed(g: Group, kind: str) -> tuple[np.ndarray, np.ndarray]:
     return s[keep], err[keep]
 
 
-@renderer("cosine")
+@renderer("cosine", needs={"alpha": 1, "cosine_top_mean": 1, "cosine_random_mean": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from . import Figure, Group, color, renderer
 
 
-@renderer("evalcurve")
+@renderer("evalcurve", needs={"epoch": 1, "wall_time": 1, "robust_error": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     web = make_subplots(

@@ -101,7 +101,7 @@ def _density(groups: Sequence[Group]) -> Figure:
     return Figure("hessian_density", matplotlib=fig, plotly=pfig)
 
 
-@renderer("hessian")
+@renderer("hessian", needs={"index": 1, "eigenvalues": 1, "eigenvalues_normalized": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
     """The spectrum of every run in one figure, and the densities of the runs that have one."""
     ordered = sort_by_eps(groups)

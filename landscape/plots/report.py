@@ -8,7 +8,7 @@ from pathlib import Path
 from plotly.offline import get_plotlyjs
 
 from ..util import BadInput, atomic_path
-from . import load_groups, renderers, style
+from . import draw, load_groups, renderers, style
 
 PROVENANCE = ("command", "created", "checkpoint", "checkpoint_sha256", "device", "seed", "elapsed_s",
               "landscape_version", "config")
@@ -17,13 +17,11 @@ PROVENANCE = ("command", "created", "checkpoint", "checkpoint_sha256", "device",
 def write_report(path: str | Path, out: str | Path) -> Path:
     """Render every complete group of `path` into `out` (plotly.js embedded: works offline)."""
     style()
-    registry = renderers()
     sections = []
     for analysis, groups in load_groups(path).items():
-        render = registry.get(analysis)
-        if render is None:
+        if analysis not in renderers():
             continue
-        figures = render(groups)
+        figures = draw(analysis, groups, path)
         plots = "".join(
             f.plotly.to_html(full_html=False, include_plotlyjs=False, default_width="100%") for f in figures if f.plotly
         )

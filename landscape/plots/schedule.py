@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from . import Figure, Group, color, renderer
 
 
-@renderer("schedule")
+@renderer("schedule", needs={"epoch": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
     figures = []
     for g in groups:

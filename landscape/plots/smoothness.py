@@ -22,7 +22,7 @@ def _eps_of(g: Group) -> float:
     return float(eps) if isinstance(eps, (int, float)) else 0.0
 
 
-@renderer("smoothness")
+@renderer("smoothness", needs={"radius": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots

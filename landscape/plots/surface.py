@@ -143,7 +143,7 @@ def _three_d(groups: Sequence[Group]) -> Figure:
     return Figure("surface_3d", matplotlib=fig, plotly=pfig)
 
 
-@renderer("surface")
+@renderer("surface", needs={"x": 1, "loss": None, "error": None})
 def render(groups: Sequence[Group]) -> list[Figure]:
     groups = sort_by_eps(groups)
     lines = [g for g in groups if "y" not in g.arrays]

@@ -14,7 +14,7 @@ from . import Figure, Group, color, renderer
 X_LABELS = {"lr": "learning rate", "width": "width factor w", "eps": r"$\epsilon$"}
 
 
-@renderer("sweep")
+@renderer("sweep", needs={"x": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
     figures = []
     for g in groups:

@@ -14,7 +14,7 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@renderer("table")
+@renderer("table", needs={"clean_error": 1, "robust_error": 1}, text=("row",))
 def render(groups: Sequence[Group]) -> list[Figure]:
     figures = []
     for g in groups:

@@ -36,7 +36,7 @@ def smooth(values: np.ndarray, width: int) -> np.ndarray:
     )
 
 
-@renderer("trace")
+@renderer("trace", needs={"step": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
     groups = sort_by_eps(groups)
     n = window(groups)
