@@ -694,6 +694,22 @@ def _grid_progress(bar: Progress, task: Any) -> Callable[[int, int], None]:
     return update
 
 
+def _warn_nonfinite(group: str, arrays: dict[str, Any], axes: tuple[str, ...]) -> int:
+    """One warning line on stderr naming where a grid met non-finite values; their count."""
+    from .store import nonfinite_where
+
+    mask = arrays.get("nonfinite")
+    count = 0 if mask is None else int(mask.sum())
+    if count:
+        where = nonfinite_where(mask, {a: arrays[a] for a in axes})
+        click.echo(
+            f"Warning: {group}: non-finite loss at {count} of {mask.size} points ({where}); "
+            "stored as NaN and flagged in `nonfinite`",
+            err=True,
+        )
+    return count
+
+
 def _eps_runs(
     checkpoint: str, name: str | None, eps_list: tuple, **key: Any
 ) -> list[tuple[float, str]]:
@@ -747,10 +763,12 @@ def _grid_run(
         attrs.update(result.attrs())
         grid.finish({}, attrs, extra=result.arrays(), dims=result.dims(), overwrite=overwrite)
     arrays, attrs = read_group(out, group)
+    axes = [a for a in ("x", "y", "alpha", "radius") if a in arrays]
     return {
         "group": group,
         "cached": cached,
         "elapsed_s": float(attrs["elapsed_s"]),
+        "nonfinite_points": _warn_nonfinite(group, arrays, tuple(axes)),
         "arrays": arrays,
     }
 
@@ -841,6 +859,8 @@ def surface_cmd(
     **data: Any,
 ) -> None:
     """Loss surface around a checkpoint in 1D or 2D: clean and adversarial loss and error."""
+    import numpy as np
+
     from .attacks import attack_config
     from .directions import make_directions
     from .surface import fields_for, parse_range, surface
@@ -924,7 +944,7 @@ def surface_cmd(
             seed=seed,
         )
         arrays = res.pop("arrays")
-        ranges = {f"{f}_range": [float(arrays[f].min()), float(arrays[f].max())] for f in fields_for(eps)}
+        ranges = {f"{f}_range": [float(np.nanmin(arrays[f])), float(np.nanmax(arrays[f]))] for f in fields_for(eps)}
         _rows(rows, eps, len(eps_list) > 1, {**res, **ranges})
     summary("surface", {"out": out, **rows}, as_json)
 
@@ -1249,8 +1269,10 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
         status = "reused" if trained.reused else "trained" + (
             f" (resumed from epoch {trained.resumed_from_epoch})" if trained.resumed_from_epoch else "")
     arrays, _ = store.read_group(out, group)
+    flagged = _warn_nonfinite(group, arrays, ("t",))
     summary("connect", {"group": f"{out}:{group}", "curve": str(curve_path), "curve_status": status,
-                        "order": config.order, "eps": eps, **barriers(arrays)}, as_json)
+                        "order": config.order, "eps": eps, "nonfinite_points": flagged,
+                        **barriers(arrays)}, as_json)
 
 
 def _hessian_run_names(
@@ -1413,12 +1435,19 @@ def hessian_cmd(
                     elapsed_s=time.perf_counter() - start,
                 )
                 store_hessian(out, group, res, attrs, overwrite=overwrite)
+            if res.nonfinite:
+                click.echo(
+                    f"Warning: {group}: non-finite loss or Hessian-vector product at the checkpoint "
+                    f"(eps {attack.eps:.4g}, loss {res.loss}); eigenvalues stored as NaN, flagged nonfinite",
+                    err=True,
+                )
             stats = {
                 "top3": [round(float(v), 6) for v in res.eigenvalues[:3]],
                 "loss_scale": res.loss_scale,
                 "n_hvp": res.n_hvp,
                 "wall_s": round(res.wall_s, 2),
                 "cached": hit,
+                "nonfinite": res.nonfinite,
             }
             rows[group] = stats if as_json else (
                 f"top3 {', '.join(f'{v:.4g}' for v in stats['top3'])} | scale {res.loss_scale:.4g} | "

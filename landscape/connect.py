@@ -726,6 +726,7 @@ class Connectivity:
     line_adv_train_error: np.ndarray | None = None
     line_adv_test_loss: np.ndarray | None = None
     line_adv_test_error: np.ndarray | None = None
+    nonfinite: np.ndarray | None = None  # t whose loss was NaN/inf (stored as NaN)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -825,7 +826,12 @@ def connect(
                 progress(int(done.sum()), points)
     finally:
         grid.flush()
-    return Connectivity(t=ts, done=done.copy(), **{k: v.copy() for k, v in values.items()})
+    return Connectivity(
+        t=ts,
+        done=done.copy(),
+        nonfinite=grid.nonfinite.copy(),
+        **{k: v.copy() for k, v in values.items()},
+    )
 
 
 def point_model(

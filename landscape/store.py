@@ -248,6 +248,21 @@ def find_complete(
         return same and attrs.get("status") == "complete"
 
 
+def nonfinite_where(mask: np.ndarray, coords: Mapping[str, np.ndarray], limit: int = 5) -> str:
+    """Where a grid's flagged points lie, as `x=0.5, y=-1; x=1, y=1 (and 3 more)`.
+
+    `coords` names the axes in order (one coordinate array per axis of `mask`).
+    """
+    points = np.argwhere(np.asarray(mask, dtype=bool))
+    names = list(coords)
+    shown = [
+        ", ".join(f"{n}={float(coords[n][i]):.4g}" for n, i in zip(names, idx))
+        for idx in points[:limit]
+    ]
+    more = f" (and {len(points) - limit} more)" if len(points) > limit else ""
+    return "; ".join(shown) + more
+
+
 def resolve_grid(grid: Grid | None, shape: tuple[int, ...], fields: Sequence[str]) -> Grid:
     """The caller's persistent grid, checked against the analysis's shape and fields, or an in-memory one."""
     if grid is None:
@@ -266,6 +281,10 @@ class Grid:
     one atomic write and removes the sidecar. A rerun with the same config picks up the
     sidecar's done points; a sidecar with another config is discarded only with
     `overwrite` (otherwise it is an error, so no work is silently lost).
+
+    A point where any value is NaN or infinite (a diverging loss) is stored as NaN in
+    every field and flagged in the `nonfinite` mask, which `finish` stores beside `done`:
+    no finite-looking number is ever computed from a broken point.
     """
 
     def __init__(
@@ -289,6 +308,7 @@ class Grid:
         )
         self.arrays = {f: np.full(self.shape, np.nan) for f in fields}
         self.done = np.zeros(self.shape, dtype=bool)
+        self.nonfinite = np.zeros(self.shape, dtype=bool)
         self._last_flush = time.monotonic()
         self._dirty = False
         if self.path.exists():
@@ -305,6 +325,10 @@ class Grid:
                     for name in self.arrays:
                         if name in f:
                             self.arrays[name] = f[name][()]
+                    # Flagged points are the done ones stored as NaN (see `record`).
+                    self.nonfinite = self.done & np.any(
+                        [np.isnan(a) for a in self.arrays.values()], axis=0
+                    )
                     return
         except (OSError, KeyError):
             self.sidecar.unlink()  # an unreadable cache of partial work: start over
@@ -323,6 +347,7 @@ class Grid:
         grid.shape, grid.flush_seconds = tuple(shape), math.inf
         grid.arrays = {f: np.full(grid.shape, np.nan) for f in fields}
         grid.done = np.zeros(grid.shape, dtype=bool)
+        grid.nonfinite = np.zeros(grid.shape, dtype=bool)
         grid._last_flush, grid._dirty = time.monotonic(), False
         return grid
 
@@ -330,8 +355,11 @@ class Grid:
         return [tuple(int(i) for i in idx) for idx in np.argwhere(~self.done)]
 
     def record(self, index: tuple[int, ...], values: Mapping[str, float]) -> None:
+        """Store one finished point; a non-finite value makes the whole point NaN and flagged."""
+        bad = not all(math.isfinite(float(v)) for v in values.values())
         for name, value in values.items():
-            self.arrays[name][index] = value
+            self.arrays[name][index] = math.nan if bad else value
+        self.nonfinite[index] = bad
         self.done[index] = True
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -354,6 +382,10 @@ class Grid:
     def complete(self) -> bool:
         return bool(self.done.all())
 
+    def nonfinite_points(self) -> list[tuple[int, ...]]:
+        """Indices of the flagged points, in grid order."""
+        return [tuple(int(i) for i in idx) for idx in np.argwhere(self.nonfinite)]
+
     def finish(
         self,
         coords: Mapping[str, Any],
@@ -363,11 +395,15 @@ class Grid:
         dims: Mapping[str, Sequence[str | None]] | None = None,
         overwrite: bool = False,
     ) -> str:
-        """Store coordinates, fields, the `done` mask and `extra` arrays as one complete group."""
+        """Store coordinates, fields, the `done` and `nonfinite` masks and `extra` arrays as one
+        complete group."""
         arrays: dict[str, Any] = dict(coords)
         arrays.update(self.arrays)
         arrays["done"] = self.done
+        arrays["nonfinite"] = self.nonfinite
         arrays.update(extra or {})
+        if dims is not None and "done" in dims and "nonfinite" not in dims:
+            dims = {**dims, "nonfinite": dims["done"]}
         group = write_group(self.path, self.group, arrays, attrs, dims=dims, overwrite=overwrite)
         if self.sidecar.exists():
             self.sidecar.unlink()
