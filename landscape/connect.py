@@ -447,6 +447,7 @@ def train_curve(
             }
         )
         if stored == identity:
+            resume.unlink(missing_ok=True)  # left by a kill just after the curve file
             meta = obj["train"]
             return CurveTraining(
                 curve=curve,

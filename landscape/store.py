@@ -231,7 +231,9 @@ def find_complete(
 ) -> bool:
     """True when `group` is stored complete with exactly this config (a cache hit).
 
-    The same name with another config is an error unless `overwrite`.
+    The same name with another config is an error unless `overwrite`. On a hit, a sidecar
+    of the same run is a leftover of a kill between the final write and its removal, and
+    is removed.
     """
     target = Path(path)
     if not target.exists():
@@ -245,7 +247,26 @@ def find_complete(
             raise BadInput(
                 f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
             )
-        return same and attrs.get("status") == "complete"
+        hit = same and attrs.get("status") == "complete"
+    if hit:
+        _drop_finished_sidecar(sidecar_path(target, group), canonical_config(config))
+    return hit
+
+
+def sidecar_path(path: str | Path, group: str) -> Path:
+    """`<results>.<analysis>.<run>.partial.h5`: where a grid's unfinished work lives."""
+    p = Path(path)
+    return p.with_name(f"{p.name}.{group.strip('/').replace('/', '.')}.partial.h5")
+
+
+def _drop_finished_sidecar(sidecar: Path, config: str) -> None:
+    try:
+        with h5py.File(sidecar, "r") as f:
+            same = f.attrs.get("config") == config
+    except (OSError, KeyError):
+        return
+    if same:
+        sidecar.unlink(missing_ok=True)
 
 
 def nonfinite_where(mask: np.ndarray, coords: Mapping[str, np.ndarray], limit: int = 5) -> str:
@@ -303,9 +324,7 @@ class Grid:
         self.config = canonical_config(config)
         self.shape = tuple(shape)
         self.flush_seconds = flush_seconds
-        self.sidecar = self.path.with_name(
-            f"{self.path.name}.{self.group.strip('/').replace('/', '.')}.partial.h5"
-        )
+        self.sidecar = sidecar_path(self.path, self.group)
         self.arrays = {f: np.full(self.shape, np.nan) for f in fields}
         self.done = np.zeros(self.shape, dtype=bool)
         self.nonfinite = np.zeros(self.shape, dtype=bool)
