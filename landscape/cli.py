@@ -718,6 +718,22 @@ def _grid_progress(bar: Progress, task: Any) -> Callable[[int, int], None]:
     return update
 
 
+def _warn_nonfinite(group: str, arrays: dict[str, Any], axes: tuple[str, ...]) -> int:
+    """One warning line on stderr naming where a grid met non-finite values; their count."""
+    from .store import nonfinite_where
+
+    mask = arrays.get("nonfinite")
+    count = 0 if mask is None else int(mask.sum())
+    if count:
+        where = nonfinite_where(mask, {a: arrays[a] for a in axes})
+        click.echo(
+            f"Warning: {group}: non-finite loss at {count} of {mask.size} points ({where}); "
+            "stored as NaN and flagged in `nonfinite`",
+            err=True,
+        )
+    return count
+
+
 def _eps_runs(
     checkpoint: str, name: str | None, eps_list: tuple, **key: Any
 ) -> list[tuple[float, str]]:
@@ -782,10 +798,12 @@ def _grid_run(
     if not main:
         return None
     arrays, attrs = read_group(out, group)
+    axes = [a for a in ("x", "y", "alpha", "radius") if a in arrays]
     return {
         "group": group,
         "cached": cached,
         "elapsed_s": float(attrs["elapsed_s"]),
+        "nonfinite_points": _warn_nonfinite(group, arrays, tuple(axes)),
         "arrays": arrays,
     }
 
@@ -878,6 +896,8 @@ def surface_cmd(
     **data: Any,
 ) -> None:
     """Loss surface around a checkpoint in 1D or 2D: clean and adversarial loss and error."""
+    import numpy as np
+
     from . import dryrun
     from .attacks import attack_config
     from .directions import make_directions
@@ -972,7 +992,7 @@ def surface_cmd(
         if res is None:  # a rank other than 0 under torchrun
             continue
         arrays = res.pop("arrays")
-        ranges = {f"{f}_range": [float(arrays[f].min()), float(arrays[f].max())] for f in fields_for(eps)}
+        ranges = {f"{f}_range": [float(np.nanmin(arrays[f])), float(np.nanmax(arrays[f]))] for f in fields_for(eps)}
         _rows(rows, eps, len(eps_list) > 1, {**res, **ranges})
     if dry_run:
         return summary("dry run: surface", dryrun.combine("surface", plans).as_dict(), as_json)
@@ -1344,8 +1364,10 @@ def connect_(start: str, end: str, order: int | None, eps: float, norm: str, pgd
     if not main:
         return
     arrays, _ = store.read_group(out, group)
+    flagged = _warn_nonfinite(group, arrays, ("t",))
     summary("connect", {"group": f"{out}:{group}", "curve": str(curve_path), "curve_status": status,
-                        "order": config.order, "eps": eps, **barriers(arrays)}, as_json)
+                        "order": config.order, "eps": eps, "nonfinite_points": flagged,
+                        **barriers(arrays)}, as_json)
 
 
 def _hessian_run_names(
@@ -1522,12 +1544,19 @@ def hessian_cmd(
                 )
                 if main:  # rank 0 writes under torchrun
                     store_hessian(out, group, res, attrs, overwrite=overwrite)
+            if res.nonfinite and main:
+                click.echo(
+                    f"Warning: {group}: non-finite loss or Hessian-vector product at the checkpoint "
+                    f"(eps {attack.eps:.4g}, loss {res.loss}); eigenvalues stored as NaN, flagged nonfinite",
+                    err=True,
+                )
             stats = {
                 "top3": [round(float(v), 6) for v in res.eigenvalues[:3]],
                 "loss_scale": res.loss_scale,
                 "n_hvp": res.n_hvp,
                 "wall_s": round(res.wall_s, 2),
                 "cached": hit,
+                "nonfinite": res.nonfinite,
             }
             rows[group] = stats if as_json else (
                 f"top3 {', '.join(f'{v:.4g}' for v in stats['top3'])} | scale {res.loss_scale:.4g} | "

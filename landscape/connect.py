@@ -466,6 +466,7 @@ def train_curve(
             }
         )
         if stored == identity:
+            resume.unlink(missing_ok=True)  # left by a kill just after the curve file
             meta = obj["train"]
             return CurveTraining(
                 curve=curve,
@@ -750,6 +751,7 @@ class Connectivity:
     line_adv_train_error: np.ndarray | None = None
     line_adv_test_loss: np.ndarray | None = None
     line_adv_test_error: np.ndarray | None = None
+    nonfinite: np.ndarray | None = None  # t whose loss was NaN/inf (stored as NaN)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -855,7 +857,12 @@ def connect(
         distributed.run_queue(pending, work, record)
     finally:
         grid.flush()
-    return Connectivity(t=ts, done=done.copy(), **{k: v.copy() for k, v in values.items()})
+    return Connectivity(
+        t=ts,
+        done=done.copy(),
+        nonfinite=grid.nonfinite.copy(),
+        **{k: v.copy() for k, v in values.items()},
+    )
 
 
 def point_model(

@@ -19,6 +19,7 @@ Choices the paper leaves open:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -64,12 +65,19 @@ class Cosine:
     done: np.ndarray
     examples: int = 0
     repeats: int = 0
+    nonfinite: np.ndarray | None = None  # values of a whose statistics were NaN/inf (stored as NaN)
+
+    def _masks(self) -> dict[str, np.ndarray]:
+        masks = {"done": self.done}
+        if self.nonfinite is not None:
+            masks["nonfinite"] = self.nonfinite
+        return masks
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"alpha": self.alpha, **{f: getattr(self, f) for f in FIELDS}, "done": self.done}
+        return {"alpha": self.alpha, **{f: getattr(self, f) for f in FIELDS}, **self._masks()}
 
     def dims(self) -> dict[str, tuple[str]]:
-        return {f: ("alpha",) for f in (*FIELDS, "done")}
+        return {f: ("alpha",) for f in (*FIELDS, *self._masks())}
 
     def attrs(self) -> dict[str, int]:
         """What the zero counts are out of: examples x repeats per direction kind and a."""
@@ -102,12 +110,16 @@ def _attack_pair(
     seed: int,
     batch_size: int,
 ) -> tuple[float, int, float, float]:
-    """One repeat at one a: (mean cosine, zero count, robust error +, robust error -)."""
+    """One repeat at one a: (mean cosine, zero count, robust error +, robust error -).
+
+    Non-finite logits at theta +- a v (a diverging loss) make every value NaN: PGD's sign
+    steps would otherwise turn NaN gradients into finite-looking perturbations."""
     plus, minus = combine(base, (a, v)), combine(base, (-a, v))
     gens = [make_generator(seed, X.device) for _ in range(2)]
     cos_sum = torch.zeros((), dtype=torch.float64, device=X.device)
     kept = zeros = identical = 0
     wrong = torch.zeros(2, dtype=torch.float64, device=X.device)
+    finite = torch.ones((), dtype=torch.bool, device=X.device)
     for i in range(0, X.shape[0], batch_size):
         xb, yb = X[i : i + batch_size], y[i : i + batch_size]
         deltas = []
@@ -118,13 +130,17 @@ def _attack_pair(
 
             x_adv = perturb(forward, xb, yb, attack, generator=gens[j])
             with torch.no_grad():
-                wrong[j] += (forward(x_adv).argmax(1) != yb).sum()
+                logits = forward(x_adv)
+                finite &= torch.isfinite(logits).all()
+                wrong[j] += (logits.argmax(1) != yb).sum()
             deltas.append(x_adv - xb)
         cos, zero, same = perturbation_cosine(*deltas)
         cos_sum += cos.double().sum()
         kept += int((~zero).sum())
         zeros += int(zero.sum())
         identical += int((same & zero).sum())
+    if not bool(finite):
+        return math.nan, zeros, math.nan, math.nan
     if kept:
         mean = float(cos_sum) / kept
     else:
@@ -238,4 +254,11 @@ def cosine(
     for kind in KINDS:
         key = f"zero_perturbations_{kind}"
         out[key] = np.nan_to_num(out[key], nan=-1).astype(np.int64)
-    return Cosine(alpha=alphas, done=done.copy(), examples=int(X.shape[0]), repeats=repeats, **out)
+    return Cosine(
+        alpha=alphas,
+        done=done.copy(),
+        examples=int(X.shape[0]),
+        repeats=repeats,
+        nonfinite=grid.nonfinite.copy(),
+        **out,
+    )

@@ -48,6 +48,10 @@ POWER_MAX_ITER = 100
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+class NonFiniteProduct(ArithmeticError):
+    """A Hessian-vector product came out NaN or infinite (the loss diverges at theta)."""
+
+
 def _mean_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y)
 
@@ -217,14 +221,24 @@ class HessianOperator:
         )
 
     def as_linear_operator(self) -> scipy.sparse.linalg.LinearOperator:
-        """H as a scipy LinearOperator: float64 numpy outside, products in the model's dtype on its device."""
+        """H as a scipy LinearOperator: float64 numpy outside, products in the model's dtype on its device.
+
+        A non-finite product raises `NonFiniteProduct` rather than feeding NaN to ARPACK.
+        """
+
+        def finite(out: np.ndarray) -> np.ndarray:
+            if not np.isfinite(out).all():
+                raise NonFiniteProduct(
+                    f"a Hessian-vector product is non-finite (loss {self.loss()})"
+                )
+            return out
 
         def matvec(x: np.ndarray) -> np.ndarray:
             v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1))
-            return self.matvec(v).double().cpu().numpy()
+            return finite(self.matvec(v).double().cpu().numpy())
 
         def matmat(X: np.ndarray) -> np.ndarray:
-            return (
+            return finite(
                 self.matmat(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)))
                 .double()
                 .cpu()

@@ -355,23 +355,21 @@ def grid_done(
     done = np.zeros(shape, dtype=bool)
     if store.find_complete(out, group, config, overwrite=overwrite):
         return ~done, True
-    path = Path(out)
-    sidecar = path.with_name(f"{path.name}.{group.strip('/').replace('/', '.')}.partial.h5")
-    if not sidecar.exists():
+    sidecar = store.sidecar_path(out, group)
+    if not sidecar.exists() or overwrite:
         return done, False
     try:
         with h5py.File(sidecar, "r") as f:
-            if f.attrs.get("config") == store.canonical_config(config) and tuple(
-                f["done"].shape
-            ) == tuple(shape):
-                return f["done"][()].astype(bool), False
-    except (OSError, KeyError):
-        return done, False
-    if not overwrite:
-        raise BadInput(
-            f"{sidecar} holds partial work with another config; pass --overwrite to discard it"
-        )
-    return done, False
+            mask = f.get("done")
+            if not isinstance(mask, h5py.Dataset) or tuple(mask.shape) != tuple(shape):
+                problem = "is not a sidecar of this grid"
+            elif store.text_attr(f.attrs, "config") != store.canonical_config(config):
+                problem = "holds partial work with another config"
+            else:
+                return mask[()].astype(bool), False
+    except OSError:
+        problem = "is not a readable HDF5 file"
+    raise BadInput(f"{sidecar} {problem}; pass --overwrite to discard it")
 
 
 def _resume_note(tally: _Tally, done: np.ndarray, complete: bool) -> None:
@@ -445,7 +443,7 @@ def surface_plan(
         if attack is not None:
             tally.add("forward", n, batch_size, pending)
     fields = fields_for(attack.eps if attack is not None else 0.0)
-    sizes = {"x": ((shape[0],), F64), "done": (shape, BOOL)}
+    sizes = {"x": ((shape[0],), F64), "done": (shape, BOOL), "nonfinite": (shape, BOOL)}
     if dim == 2:
         sizes["y"] = ((shape[1],), F64)
     sizes.update({f: (shape, F64) for f in fields})
@@ -488,7 +486,7 @@ def cosine_plan(
     times = int((~done).sum()) * 2 * repeats * 2
     tally.pgd(n, batch_size, attack, times)
     tally.add("forward", n, batch_size, times)
-    sizes = {"alpha": (alphas.shape, F64), "done": (alphas.shape, BOOL)}
+    sizes = {"alpha": (alphas.shape, F64), "done": (alphas.shape, BOOL), "nonfinite": (alphas.shape, BOOL)}
     sizes.update({f: (alphas.shape, F64 if not f.startswith("zero") else I64) for f in FIELDS})
     return tally.plan("cosine", [group], calibration, _arrays_bytes(sizes))
 
@@ -536,7 +534,7 @@ def smoothness_plan(
     for norm in norms:
         tally.pgd(n, batch_size, linf if norm != "clean" else None, points)
         tally.add("weight_grad", n, batch_size, points)
-    sizes = {"radius": (radii.shape, F64), "done": (radii.shape, BOOL)}
+    sizes = {"radius": (radii.shape, F64), "done": (radii.shape, BOOL), "nonfinite": (radii.shape, BOOL)}
     sizes.update({f: (radii.shape, F64) for f in fields_for(norms)})
     return tally.plan("smoothness", [group], calibration, _arrays_bytes(sizes))
 
@@ -797,7 +795,7 @@ def connect_plan(
     for split in (X, X_test):
         tally.evaluate(len(split[:samples]), 500, attack, times)
     curve_bytes = (config.order + 1) * sum(p.numel() for p in net.parameters()) * F32
-    sizes = {"t": ((points,), F64), "done": ((points,), BOOL)}
+    sizes = {"t": ((points,), F64), "done": ((points,), BOOL), "nonfinite": ((points,), BOOL)}
     sizes.update({f: ((points,), F64) for f in fields(attack.eps > 0)})
     tally.notes.append(f"curve file {curve_path}: {_size(curve_bytes)} of control points")
     calibration = Calibration(net, X, y, batch_size=bs)

@@ -27,6 +27,7 @@ from .checkpoint import build_from_spec
 from .curvature import (
     METHODS,
     HessianOperator,
+    NonFiniteProduct,
     check_top,
     hutchinson_trace,
     select_params,
@@ -50,7 +51,9 @@ class HessianResult:
     `loss` is L_eps(theta) on the fixed examples; `loss_scale` is the mean of
     `random_losses` (nan without random samples, and then so are the normalized
     eigenvalues); `n_hvp` counts every Hessian-vector product of the run; `trace` is
-    nan and the density arrays are empty unless asked for.
+    nan and the density arrays are empty unless asked for. `nonfinite` flags a run whose
+    loss or a Hessian-vector product was NaN/inf at theta: its eigenvalues, residuals,
+    trace and density are then NaN/empty rather than a solver's error or garbage.
     """
 
     eigenvalues: np.ndarray
@@ -69,6 +72,7 @@ class HessianResult:
     trace_stderr: float
     density_grid: np.ndarray
     density: np.ndarray
+    nonfinite: bool = False
 
 
 def check_options(
@@ -209,16 +213,29 @@ def hessian(
     cfg = _attack(X, eps, norm, attack, spec)
     X_adv = _fixed_examples(model, X, y, cfg, batch_size, seed)
     op = HessianOperator(model, X_adv, y, params=names, batch_size=batch_size)
-    pairs = top_eigenpairs(op, top, method, tol=tol, seed=seed)
-    n_hvp = pairs.n_hvp
+    loss = op.loss()
+    nonfinite = not math.isfinite(loss)
+    pairs = None
+    if not nonfinite:
+        try:
+            pairs = top_eigenpairs(op, top, method, tol=tol, seed=seed)
+        except NonFiniteProduct:
+            pairs = None
+        nonfinite = pairs is None or not np.isfinite(pairs.eigenvalues).all()
+    n_hvp = op.n_hvp if pairs is None else pairs.n_hvp
     before = op.n_hvp
     trace_mean, trace_err = math.nan, math.nan
-    if trace:
+    if trace and not nonfinite:
         trace_mean, trace_err = hutchinson_trace(op, TRACE_PROBES, seed)
     grid, dens = np.zeros(0), np.zeros(0)
-    if density:
+    if density and not nonfinite:
         grid, dens = slq_density(op, DENSITY_PROBES, DENSITY_STEPS, DENSITY_POINTS, seed=seed)
     n_hvp += op.n_hvp - before
+    if nonfinite:
+        values = residuals = np.full(top, np.nan)
+        vectors = torch.full((top, op.dim), math.nan) if save_vectors else None
+    else:
+        values, residuals, vectors = pairs.eigenvalues, pairs.residuals, pairs.eigenvectors
     losses = np.zeros(0)
     scale = math.nan
     if random_samples > 0:
@@ -227,22 +244,23 @@ def hessian(
         )
         scale = float(losses.mean())
     return HessianResult(
-        eigenvalues=pairs.eigenvalues,
-        eigenvalues_normalized=pairs.eigenvalues / scale,
-        residuals=pairs.residuals,
+        eigenvalues=values,
+        eigenvalues_normalized=values / scale,
+        residuals=residuals,
         random_losses=losses,
         loss_scale=scale,
-        loss=op.loss(),
+        loss=loss,
         n_hvp=int(n_hvp),
         method=method,
         wall_s=time.perf_counter() - start,
         param_names=tuple(op.names),
         param_shapes=tuple(op.shapes[n] for n in op.names),
-        eigenvectors=pairs.eigenvectors.float().cpu().numpy() if save_vectors else None,
+        eigenvectors=vectors.float().cpu().numpy() if save_vectors else None,
         trace=trace_mean,
         trace_stderr=trace_err,
         density_grid=grid,
         density=dens,
+        nonfinite=nonfinite,
     )
 
 
@@ -271,7 +289,12 @@ def eigen_directions(
     cfg = _attack(X, eps, norm, attack, spec)
     X_adv = _fixed_examples(model, X, y, cfg, batch_size, seed)
     op = HessianOperator(model, X_adv, y, params=names, batch_size=batch_size)
-    pairs = top_eigenpairs(op, k, method, tol=tol, seed=seed)
+    try:
+        pairs = top_eigenpairs(op, k, method, tol=tol, seed=seed)
+    except NonFiniteProduct as exc:
+        raise BadInput(
+            f"the Hessian is non-finite at this checkpoint ({exc}); it has no eigen directions"
+        ) from exc
     return [{n: t.clone() for n, t in op.to_dict(v).items()} for v in pairs.eigenvectors]
 
 
@@ -319,6 +342,7 @@ def store_hessian(
         "param_shapes": json.dumps([list(s) for s in result.param_shapes]),
         "trace": result.trace,
         "trace_stderr": result.trace_stderr,
+        "nonfinite": result.nonfinite,
     }
     if result.eigenvectors is not None:
         arrays["eigenvectors"] = result.eigenvectors
@@ -394,6 +418,7 @@ def load_hessian(path: str | Path, group: str) -> HessianResult:
         trace_stderr=_stored_attr(attrs, "trace_stderr", float, where),
         density_grid=arrays.get("density_grid", np.zeros(0)),
         density=arrays.get("density", np.zeros(0)),
+        nonfinite=bool(attrs.get("nonfinite", False)),
     )
 
 
@@ -407,6 +432,10 @@ def load_eigenvectors(path: str | Path, group: str) -> list[dict[str, Tensor]]:
     if result.eigenvectors is None:
         raise BadInput(
             f"{path}:{_group(group)} holds no eigenvectors; rerun `landscape hessian` with --save-vectors"
+        )
+    if result.nonfinite:
+        raise BadInput(
+            f"{path}:{_group(group)} is flagged nonfinite (the loss was NaN/inf there); it has no eigenvectors"
         )
     sizes = [math.prod(s) for s in result.param_shapes]
     out = []

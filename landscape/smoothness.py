@@ -72,12 +72,19 @@ class Smoothness:
     done: np.ndarray
     lipschitz: dict[str, np.ndarray] = field(default_factory=dict)  # "lipschitz_<norm>_<mean|std>"
     eps: dict[str, float] = field(default_factory=dict)  # norm -> budget
+    nonfinite: np.ndarray | None = None  # radii whose gradients were NaN/inf (stored as NaN)
+
+    def _masks(self) -> dict[str, np.ndarray]:
+        masks = {"done": self.done}
+        if self.nonfinite is not None:
+            masks["nonfinite"] = self.nonfinite
+        return masks
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"radius": self.radius, **self.lipschitz, "done": self.done}
+        return {"radius": self.radius, **self.lipschitz, **self._masks()}
 
     def dims(self) -> dict[str, tuple[str]]:
-        return {f: ("radius",) for f in (*self.lipschitz, "done")}
+        return {f: ("radius",) for f in (*self.lipschitz, *self._masks())}
 
     def attrs(self) -> dict[str, float]:
         return {f"eps_{n}": e for n, e in self.eps.items()}
@@ -245,6 +252,7 @@ def smoothness(
     return Smoothness(
         radius=radii,
         done=done.copy(),
+        nonfinite=grid.nonfinite.copy(),
         lipschitz={f: arrays[f].copy() for f in fields},
         eps={n: budgets[n] for n in norms},
     )

@@ -88,13 +88,13 @@ def safe_run_name(name: str) -> str:
 
 
 def _check_ours(f: h5py.File, path: Path, hint: str = "") -> None:
-    if _text(f.attrs, "landscape_format") != FORMAT:
+    if text_attr(f.attrs, "landscape_format") != FORMAT:
         raise BadInput(
             f"{path} is an HDF5 file of another tool (no landscape_format attribute){hint}"
         )
 
 
-def _text(attrs: Mapping[str, Any], key: str) -> str | None:
+def text_attr(attrs: Mapping[str, Any], key: str) -> str | None:
     """A text attribute, or None where it is missing or not text (a foreign or hostile file)."""
     value = attrs.get(key)
     if isinstance(value, bytes):
@@ -199,7 +199,7 @@ def write_group(
                         _check_ours(old, target, WRITE_HINT)
                         _check_group_path(old, group, target)
                         if group in old and not overwrite:
-                            old_cfg = _text(old[group].attrs, "config")
+                            old_cfg = text_attr(old[group].attrs, "config")
                             if old_cfg is not None and old_cfg != attrs.get("config"):
                                 raise BadInput(
                                     f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
@@ -278,7 +278,7 @@ def list_groups(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
 
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Group) and "status" in obj.attrs:
-                found.append(("/" + name, {**obj.attrs, "status": _text(obj.attrs, "status")}))
+                found.append(("/" + name, {**obj.attrs, "status": text_attr(obj.attrs, "status")}))
 
         f.visititems(visit)
     return found
@@ -289,7 +289,9 @@ def find_complete(
 ) -> bool:
     """True when `group` is stored complete with exactly this config (a cache hit).
 
-    The same name with another config is an error unless `overwrite`.
+    The same name with another config is an error unless `overwrite`. On a hit, a sidecar
+    of the same run is a leftover of a kill between the final write and its removal, and
+    is removed.
     """
     target = Path(path)
     if not target.exists():
@@ -299,12 +301,46 @@ def find_complete(
         if group not in f:
             return False
         attrs = f[group].attrs
-        same = _text(attrs, "config") == canonical_config(config)
+        same = text_attr(attrs, "config") == canonical_config(config)
         if not same and not overwrite:
             raise BadInput(
                 f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
             )
-        return same and _text(attrs, "status") == "complete"
+        hit = same and text_attr(attrs, "status") == "complete"
+    if hit:
+        _drop_finished_sidecar(sidecar_path(target, group), canonical_config(config))
+    return hit
+
+
+def sidecar_path(path: str | Path, group: str) -> Path:
+    """`<results>.<analysis>.<run>.partial.h5`: where a grid's unfinished work lives."""
+    p = Path(path)
+    return p.with_name(f"{p.name}.{group.strip('/').replace('/', '.')}.partial.h5")
+
+
+def _drop_finished_sidecar(sidecar: Path, config: str) -> None:
+    try:
+        with h5py.File(sidecar, "r") as f:
+            same = text_attr(f.attrs, "config") == config
+    except (OSError, KeyError):
+        return
+    if same:
+        sidecar.unlink(missing_ok=True)
+
+
+def nonfinite_where(mask: np.ndarray, coords: Mapping[str, np.ndarray], limit: int = 5) -> str:
+    """Where a grid's flagged points lie, as `x=0.5, y=-1; x=1, y=1 (and 3 more)`.
+
+    `coords` names the axes in order (one coordinate array per axis of `mask`).
+    """
+    points = np.argwhere(np.asarray(mask, dtype=bool))
+    names = list(coords)
+    shown = [
+        ", ".join(f"{n}={float(coords[n][i]):.4g}" for n, i in zip(names, idx))
+        for idx in points[:limit]
+    ]
+    more = f" (and {len(points) - limit} more)" if len(points) > limit else ""
+    return "; ".join(shown) + more
 
 
 def resolve_grid(grid: Grid | None, shape: tuple[int, ...], fields: Sequence[str]) -> Grid:
@@ -325,6 +361,10 @@ class Grid:
     one atomic write and removes the sidecar. A rerun with the same config picks up the
     sidecar's done points; a sidecar with another config is discarded only with
     `overwrite` (otherwise it is an error, so no work is silently lost).
+
+    A point where any value is NaN or infinite (a diverging loss) is stored as NaN in
+    every field and flagged in the `nonfinite` mask, which `finish` stores beside `done`:
+    no finite-looking number is ever computed from a broken point.
     """
 
     def __init__(
@@ -343,11 +383,10 @@ class Grid:
         self.config = canonical_config(config)
         self.shape = tuple(shape)
         self.flush_seconds = flush_seconds
-        self.sidecar = self.path.with_name(
-            f"{self.path.name}.{self.group.strip('/').replace('/', '.')}.partial.h5"
-        )
+        self.sidecar = sidecar_path(self.path, self.group)
         self.arrays = {f: np.full(self.shape, np.nan) for f in fields}
         self.done = np.zeros(self.shape, dtype=bool)
+        self.nonfinite = np.zeros(self.shape, dtype=bool)
         self._last_flush = time.monotonic()
         self._dirty = False
         if self.path.exists():
@@ -358,13 +397,17 @@ class Grid:
     def _load_sidecar(self, overwrite: bool) -> None:
         try:
             with h5py.File(self.sidecar, "r") as f:
-                same = _text(f.attrs, "config") == self.config
+                same = text_attr(f.attrs, "config") == self.config
                 if same:
                     problem = self._sidecar_problem(f)
                     if problem is None:
                         self.done = f["done"][()].astype(bool)
                         for name in self.arrays:
                             self.arrays[name] = f[name][()]
+                        # Flagged points are the done ones stored as NaN (see `record`).
+                        self.nonfinite = self.done & np.any(
+                            [np.isnan(a) for a in self.arrays.values()], axis=0
+                        )
                         return
                 else:
                     problem = "holds partial work with another config"
@@ -394,6 +437,7 @@ class Grid:
         grid.shape, grid.flush_seconds = tuple(shape), math.inf
         grid.arrays = {f: np.full(grid.shape, np.nan) for f in fields}
         grid.done = np.zeros(grid.shape, dtype=bool)
+        grid.nonfinite = np.zeros(grid.shape, dtype=bool)
         grid._last_flush, grid._dirty = time.monotonic(), False
         return grid
 
@@ -401,8 +445,11 @@ class Grid:
         return [tuple(int(i) for i in idx) for idx in np.argwhere(~self.done)]
 
     def record(self, index: tuple[int, ...], values: Mapping[str, float]) -> None:
+        """Store one finished point; a non-finite value makes the whole point NaN and flagged."""
+        bad = not all(math.isfinite(float(v)) for v in values.values())
         for name, value in values.items():
-            self.arrays[name][index] = value
+            self.arrays[name][index] = math.nan if bad else value
+        self.nonfinite[index] = bad
         self.done[index] = True
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -425,6 +472,10 @@ class Grid:
     def complete(self) -> bool:
         return bool(self.done.all())
 
+    def nonfinite_points(self) -> list[tuple[int, ...]]:
+        """Indices of the flagged points, in grid order."""
+        return [tuple(int(i) for i in idx) for idx in np.argwhere(self.nonfinite)]
+
     def finish(
         self,
         coords: Mapping[str, Any],
@@ -434,11 +485,15 @@ class Grid:
         dims: Mapping[str, Sequence[str | None]] | None = None,
         overwrite: bool = False,
     ) -> str:
-        """Store coordinates, fields, the `done` mask and `extra` arrays as one complete group."""
+        """Store coordinates, fields, the `done` and `nonfinite` masks and `extra` arrays as one
+        complete group."""
         arrays: dict[str, Any] = dict(coords)
         arrays.update(self.arrays)
         arrays["done"] = self.done
+        arrays["nonfinite"] = self.nonfinite
         arrays.update(extra or {})
+        if dims is not None and "done" in dims and "nonfinite" not in dims:
+            dims = {**dims, "nonfinite": dims["done"]}
         group = write_group(self.path, self.group, arrays, attrs, dims=dims, overwrite=overwrite)
         if self.sidecar.exists():
             self.sidecar.unlink()

@@ -85,6 +85,7 @@ class Surface:
     trajectory: np.ndarray | None = None  # pca: (checkpoints, dim) coordinates
     trajectory_epoch: np.ndarray | None = None
     direction_norms: tuple[float, ...] = ()
+    nonfinite: np.ndarray | None = None  # points whose loss was NaN/inf (stored as NaN)
 
     def attrs(self) -> dict[str, list[float]]:
         """The global norm of each direction: the parameter distance of coordinate 1."""
@@ -103,13 +104,17 @@ class Surface:
 
     def dims(self) -> dict[str, tuple[str | None, ...]]:
         axes = tuple(self.coords())
-        out: dict[str, tuple[str | None, ...]] = {n: axes for n in (*self.fields(), "done")}
+        masks = ("done", "nonfinite") if self.nonfinite is not None else ("done",)
+        out: dict[str, tuple[str | None, ...]] = {n: axes for n in (*self.fields(), *masks)}
         for n in self.extras():
             out[n] = (None, None)
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {**self.coords(), **self.fields(), "done": self.done, **self.extras()}
+        masks = {"done": self.done}
+        if self.nonfinite is not None:
+            masks["nonfinite"] = self.nonfinite
+        return {**self.coords(), **self.fields(), **masks, **self.extras()}
 
 
 def fields_for(eps: float) -> tuple[str, ...]:
@@ -361,6 +366,7 @@ def surface(
         x=xs,
         y=ys,
         done=done.copy(),
+        nonfinite=grid.nonfinite.copy(),
         **{f: arrays[f].copy() for f in fields},
         explained_variance_ratio=None if traj is None else traj.explained_variance_ratio,
         trajectory=None if traj is None else traj.coordinates,

@@ -237,14 +237,20 @@ def _trace_arrays(rows: dict[str, list[float]]) -> dict[str, np.ndarray]:
 def write_trace(
     path: Path, rows: dict[str, list[float]], evals: dict[str, list[float]], attrs: dict[str, Any]
 ) -> None:
-    """Replace trace.h5 atomically with the rows so far (a fresh file each time)."""
-    if path.exists():
-        path.unlink()
-    store.write_group(
-        path, "/trace", _trace_arrays(rows), attrs, dims={k: ("step",) for k in TRACE_COLUMNS[1:]}
-    )
-    if evals["epoch"]:
-        store.write_group(path, "/eval", _trace_arrays(evals), attrs)
+    """Replace trace.h5 atomically with the rows so far: both groups go into a fresh
+    temporary file that is renamed over the old one, so a kill at any moment leaves the
+    previous epoch's complete trace (never no file, nor one without /eval)."""
+    with atomic_path(path) as tmp:
+        tmp.unlink()  # write_group starts a new results file where none exists
+        store.write_group(
+            tmp,
+            "/trace",
+            _trace_arrays(rows),
+            attrs,
+            dims={k: ("step",) for k in TRACE_COLUMNS[1:]},
+        )
+        if evals["epoch"]:
+            store.write_group(tmp, "/eval", _trace_arrays(evals), attrs)
 
 
 def train(
@@ -276,6 +282,7 @@ def train(
     if final_path.exists() and not overwrite:
         done = read_checkpoint(final_path)
         if store.canonical_config(done.get("train", {}).get("config", {})) == cfg_json:
+            resume_path.unlink(missing_ok=True)  # left by a kill just after final.pt
             m = done["train"].get("metrics", {})
             return TrainResult(
                 out,
@@ -490,10 +497,11 @@ def train(
         "metrics": metrics,
         "wall_time": wall(),
     }
-    save_checkpoint(final_path, model, spec, train=train_meta)
+    # The trace first: final.pt marks the run finished, so everything else must be there.
     write_trace(
         out / "trace.h5", rows, evals, {**attrs_common, "status": "complete", "elapsed_s": wall()}
     )
+    save_checkpoint(final_path, model, spec, train=train_meta)
     resume_path.unlink(missing_ok=True)
     return TrainResult(
         out,

@@ -60,7 +60,7 @@ def test_clean_profile_converges_to_the_hessian_vector_product():
     assert errors[-1] < 2e-3 * want
     assert errors[0] > errors[1] > errors[2]  # first-order convergence as r shrinks
     assert s.lipschitz["lipschitz_clean_std"].tolist() == [0.0] * 3
-    assert set(s.arrays()) == {"radius", "lipschitz_clean_mean", "lipschitz_clean_std", "done"}
+    assert set(s.arrays()) == {"radius", "lipschitz_clean_mean", "lipschitz_clean_std", "done", "nonfinite"}
 
 
 def test_adversarial_profiles_and_options():
@@ -105,6 +105,7 @@ def test_cli_smoothness_end_to_end(digits_run, tmp_path):
     assert set(arrays) == {
         "radius",
         "done",
+        "nonfinite",
         *(f"lipschitz_{n}_{s}" for n in ("clean", "l2") for s in ("mean", "std")),
     }
     assert attrs["eps_l2"] == pytest.approx(0.3) and attrs["status"] == "complete"

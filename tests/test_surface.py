@@ -92,7 +92,7 @@ def test_vmapped_points_agree_and_grids_may_be_non_square(digits):
     assert (
         a.loss.shape == (3, 4)
         and a.adv_loss is None
-        and set(a.arrays()) == {"x", "y", "loss", "error", "done"}
+        and set(a.arrays()) == {"x", "y", "loss", "error", "done", "nonfinite"}
     )
     np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6)
     np.testing.assert_array_equal(a.error, b.error)
