@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ TRACE_COLUMNS = (
 )
 EVAL_COLUMNS = ("epoch", "wall_time", "clean_error", "robust_error", "clean_loss", "robust_loss")
 OPTIMIZERS = tuple(RULES)
+RESUME_KEYS = {"config", "model", "theta0", "rule", "rng", "rows", "evals", "epoch", "step", "wall_time"}
 
 
 class Diverged(RuntimeError):
@@ -281,7 +282,11 @@ def train(
     final_path, resume_path = out / "final.pt", out / "resume.pt"
     if final_path.exists() and not overwrite:
         done = read_checkpoint(final_path)
-        if store.canonical_config(done.get("train", {}).get("config", {})) == cfg_json:
+        if not isinstance(done, Mapping) or not isinstance(done.get("train"), Mapping):
+            raise BadInput(
+                f"{final_path} is not a checkpoint of this trainer; use another --out or --overwrite"
+            )
+        if store.canonical_config(done["train"].get("config", {})) == cfg_json:
             resume_path.unlink(missing_ok=True)  # left by a kill just after final.pt
             m = done["train"].get("metrics", {})
             return TrainResult(
@@ -315,6 +320,10 @@ def train(
 
     if resume_path.exists() and not overwrite:
         state = read_checkpoint(resume_path, map_location=device)
+        if not isinstance(state, Mapping) or not RESUME_KEYS <= set(state):
+            raise BadInput(
+                f"{resume_path} is not a resume file of this trainer; pass --overwrite to discard it"
+            )
         if store.canonical_config(state.get("config", {})) != cfg_json:
             raise BadInput(
                 f"{out} holds an unfinished run with another config; use another --out or --overwrite"

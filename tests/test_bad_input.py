@@ -61,6 +61,16 @@ CASES: list[tuple[str, list[str], str]] = [
         ["train", "--arch", "lenet", "--width", "1", "--epochs", "3", "--out", "run"],
         "already holds a finished run with another config",
     ),
+    (
+        "train-junk-final-in-out",
+        ["train", "--epochs", "1", "--out", "junkfinal"],
+        "final.pt is not a checkpoint of this trainer",
+    ),
+    (
+        "train-junk-resume-in-out",
+        ["train", "--epochs", "1", "--out", "junkresume"],
+        "resume.pt is not a resume file of this trainer",
+    ),
     # --- eval: checkpoints
     ("eval-missing-checkpoint", ["eval", "nope.pt"], "nope.pt does not exist"),
     ("eval-empty-checkpoint", ["eval", "empty.pt"], "empty.pt is empty"),
@@ -345,6 +355,9 @@ def workspace(tmp_path: Path, digits_run: Path, monkeypatch: pytest.MonkeyPatch)
     save_checkpoint(tmp_path / "mnist.pt", build_from_spec(spec), spec)
     shutil.copytree(digits_run, tmp_path / "run")
     (tmp_path / "emptydir").mkdir()
+    for folder, name in (("junkfinal", "final.pt"), ("junkresume", "resume.pt")):
+        (tmp_path / folder).mkdir()
+        torch.save([1, 2, 3], tmp_path / folder / name)
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["x"] = [1]
     with h5py.File(tmp_path / "empty.h5", "w") as f:
