@@ -1,0 +1,381 @@
+"""`landscape train` and `landscape eval`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .. import distributed
+from ..util import BadInput, resolve_device
+from .common import (
+    EPOCHS,
+    EPS,
+    cli,
+    command_line,
+    common,
+    foreign_options,
+    progress_bar,
+    summary,
+)
+
+
+@cli.command()
+@click.option(
+    "--dataset",
+    default="digits",
+    show_default=True,
+    help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding the dataset files.",
+)
+@click.option(
+    "--arch", default="lenet", show_default=True, help="linear, mlp, lenet, vgg, resnet18."
+)
+@click.option(
+    "--width",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Width factor w of Table 2 (default per arch).",
+)
+@click.option(
+    "--activation", default="relu", show_default=True, help="relu, elu, softplus, tanh, swish."
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--optimizer", default="adam", show_default=True, help="sgd, adam, entropy-sgd or entropy-sgd2."
+)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="(Initial) learning rate.")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--nesterov", is_flag=True, help="Nesterov momentum (SGD).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option(
+    "--gamma",
+    "entropy_gamma",
+    type=float,
+    default=0.03,
+    show_default=True,
+    help="EntropySGD scope gamma (eq. 10).",
+)
+@click.option(
+    "--noise",
+    "entropy_noise",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="EntropySGD Langevin noise eps_E.",
+)
+@click.option(
+    "--inner-lr",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="EntropySGD Langevin step size eta' (--lr is the outer eta).",
+)
+@click.option(
+    "--langevin-steps",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="EntropySGD Langevin steps L (one mini-batch each).",
+)
+@click.option(
+    "--mean-alpha",
+    type=float,
+    default=0.75,
+    show_default=True,
+    help="EntropySGD running-mean weight alpha of the newest theta'.",
+)
+@click.option(
+    "--entropy-start",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Epoch EntropySGD starts; before it, plain SGD at lr * gamma (entropy-sgd2: lr).",
+)
+@click.option(
+    "--entropy-stop",
+    type=float,
+    default=None,
+    help="Epoch from which plain SGD takes over again (Kanai et al. F.2: 150).",
+)
+@click.option(
+    "--awp",
+    "awp_gamma",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="AWP weight-perturbation size gamma (Wu et al.; 0: off).",
+)
+@click.option(
+    "--awp-warmup",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Epochs without AWP at the start.",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["ce", "trades"]),
+    default="ce",
+    show_default=True,
+    help="ce: PGD adversarial training; trades: TRADES (Zhang et al.).",
+)
+@click.option(
+    "--beta",
+    "trades_beta",
+    type=float,
+    default=6.0,
+    show_default=True,
+    help="TRADES weight of the KL term.",
+)
+@click.option(
+    "--lr-schedule", default="constant", show_default=True, help="constant, step or exponential."
+)
+@click.option(
+    "--lr-milestones",
+    type=EPOCHS,
+    default="",
+    help="Step schedule: epochs where LR is multiplied by --lr-gamma.",
+)
+@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
+@click.option(
+    "--lr-final",
+    type=float,
+    default=None,
+    help="Exponential schedule: LR reached at the end of the decay.",
+)
+@click.option(
+    "--lr-decay-epochs",
+    type=EPOCHS,
+    default="",
+    help="Exponential schedule: A,B epochs of the decay.",
+)
+@click.option(
+    "--lr-warmup",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Linear LR warmup from 0 over this many epochs.",
+)
+@click.option(
+    "--eps",
+    type=EPS,
+    default="0",
+    show_default=True,
+    help="Target budget in pixel units (8/255, 0.3); 0 = vanilla.",
+)
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option(
+    "--eps-schedule",
+    default="constant",
+    show_default=True,
+    help="constant, linear or cosine (eq. 5).",
+)
+@click.option("--eps-min", type=float, default=0.0, show_default=True)
+@click.option("--eps-max", type=EPS, default=None, help="eq. (5) eps_max (default: the target).")
+@click.option(
+    "--eps-warmup", type=float, default=None, help="Warmup length D in epochs (default: --epochs)."
+)
+@click.option(
+    "--pgd-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="PGD iterations (default: papers' rule).",
+)
+@click.option(
+    "--pgd-step-size", type=float, default=None, help="PGD step size (default: papers' rule)."
+)
+@click.option(
+    "--periods",
+    type=EPOCHS,
+    default="",
+    help="Periodic scheduling: epochs where LR and eps reset, like 100,150.",
+)
+@click.option(
+    "--save-epochs", type=EPOCHS, default="", help="Also save checkpoints after these epochs."
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Test metrics every N epochs (0: end only).",
+)
+@click.option("--eval-samples", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--no-augment", is_flag=True, help="Turn off data augmentation.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default="checkpoints/run", show_default=True
+)
+@click.option("--overwrite", is_flag=True, help="Discard a finished or unfinished run in --out.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing."
+)
+@common
+def train(
+    device: str,
+    seed: int,
+    as_json: bool,
+    debug: bool,
+    out: str,
+    overwrite: bool,
+    dry_run: bool,
+    data_root: str | None,
+    no_augment: bool,
+    save_epochs: tuple,
+    **opts: Any,
+) -> None:
+    """PGD adversarial training (eps 0: vanilla), with checkpoints and a per-batch trace."""
+    from ..train import TrainConfig
+    from ..train import train as run_training
+
+    config = TrainConfig(
+        seed=seed, augment=not no_augment, save_epochs=tuple(int(e) for e in save_epochs), **opts
+    )
+    dev = distributed.init(device)
+    if dry_run:
+        from ..dryrun import train_plan
+
+        plan = train_plan(config, out, device=dev, data_root=data_root, overwrite=overwrite)
+        return summary("dry run: train", plan.as_dict(), as_json)
+    with progress_bar(config.epochs, "train") as bar:
+        task = bar.add_task("train", total=config.epochs, info="")
+
+        def report(done: int, total: int, stats: dict[str, float]) -> None:
+            bar.update(
+                task,
+                completed=done,
+                info=f"loss {stats['loss']:.3f} rob.err {stats['robust_error']:.3f}",
+            )
+
+        result = run_training(
+            config,
+            out,
+            device=dev,
+            data_root=data_root,
+            overwrite=overwrite,
+            progress=report,
+            command=command_line(),
+        )
+    summary(
+        "train",
+        {
+            "out": str(result.out_dir),
+            "final": str(result.final),
+            "epochs": result.epochs,
+            "steps": result.steps,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "test_clean_error": result.test_clean_error,
+            "test_robust_error": result.test_robust_error,
+            "elapsed_s": result.elapsed_s,
+            "snapshots": [str(p) for p in result.snapshots],
+        },
+        as_json,
+    )
+
+
+@cli.command(name="eval")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--dataset", default=None, help="Dataset (default: the checkpoint's).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option(
+    "--eps", type=EPS, default=None, help="Attack budget (default: the checkpoint's training eps)."
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["linf", "l2"]),
+    default=None,
+    help="Attack norm (default: the training norm).",
+)
+@click.option("--pgd-steps", type=click.IntRange(min=0), default=None)
+@click.option("--pgd-step-size", type=float, default=None)
+@click.option(
+    "--samples", type=click.IntRange(min=1), default=None, help="Evaluate on the first N examples."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--t",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="For a curve file: evaluate its point B(t).",
+)
+@foreign_options
+@common
+def eval_(
+    checkpoints: tuple[str, ...],
+    split: str,
+    dataset: str | None,
+    data_root: str | None,
+    eps: float | None,
+    norm: str | None,
+    pgd_steps: int | None,
+    pgd_step_size: float | None,
+    samples: int | None,
+    batch_size: int,
+    t: float | None,
+    arch: str | None,
+    width: int | None,
+    activation: str | None,
+    device: str,
+    seed: int,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Clean and robust error of one model, or of several as a snapshot ensemble; of the point
+    B(t) of a curve file (from `landscape connect`) with --t, its BN statistics re-estimated."""
+    from ..attacks import attack_config, evaluate
+    from ..checkpoint import load_checkpoint
+    from ..connect import is_curve, point_model
+    from ..data import dataset_info, load_dataset
+
+    dev = resolve_device(device)
+    models, specs = [], []
+    for path in checkpoints:
+        if t is not None or is_curve(path):
+            model, spec = point_model(
+                path, t, dev, data_root=data_root, dataset=dataset, batch_size=batch_size
+            )
+        else:
+            model, spec = load_checkpoint(
+                path, dev, arch=arch, width=width, dataset=dataset, activation=activation
+            )
+        models.append(model)
+        specs.append(spec)
+    names = {s["dataset"] for s in specs}
+    if len(names) > 1:
+        raise BadInput(
+            f"the checkpoints were trained on different datasets ({', '.join(sorted(names))})"
+        )
+    ds = dataset or specs[0]["dataset"]
+    train_cfg = specs[0].get("train", {}).get("config", {})
+    eps_value = eps if eps is not None else float(train_cfg.get("eps", 0.0))
+    norm_value = norm or train_cfg.get("norm", "linf")
+    cfg = attack_config(
+        eps_value,
+        family=dataset_info(ds).family,
+        norm=norm_value,
+        steps=pgd_steps,
+        step_size=pgd_step_size,
+    )
+    X, y = load_dataset(ds, split, data_root, dev)
+    if samples is not None:
+        X, y = X[:samples], y[:samples]
+    ev = evaluate(models, X, y, cfg, batch_size=batch_size, seed=seed)
+    summary(
+        "eval",
+        {
+            "checkpoints": list(checkpoints),
+            "ensemble": len(models) > 1,
+            **({"t": t} if t is not None else {}),
+            "dataset": ds,
+            "split": split,
+            **ev.as_dict(),
+        },
+        as_json,
+    )
