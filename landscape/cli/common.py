@@ -90,6 +90,48 @@ def foreign_options(fn: Callable) -> Callable:
     return fn
 
 
+def lr_schedule_options(fn: Callable) -> Callable:
+    """The LR schedule of training and of curve training (`schedules.LrSchedule`)."""
+    for option in reversed(
+        [
+            click.option(
+                "--lr-schedule",
+                default="constant",
+                show_default=True,
+                help="constant, step or exponential.",
+            ),
+            click.option(
+                "--lr-milestones",
+                type=EPOCHS,
+                default="",
+                help="Step schedule: epochs where LR is multiplied by --lr-gamma.",
+            ),
+            click.option("--lr-gamma", type=float, default=0.1, show_default=True),
+            click.option(
+                "--lr-final",
+                type=float,
+                default=None,
+                help="Exponential schedule: LR reached at the end of the decay.",
+            ),
+            click.option(
+                "--lr-decay-epochs",
+                type=EPOCHS,
+                default="",
+                help="Exponential schedule: A,B epochs of the decay.",
+            ),
+            click.option(
+                "--lr-warmup",
+                type=float,
+                default=0.0,
+                show_default=True,
+                help="Linear LR warmup from 0 over this many epochs.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
 def summary(title: str, rows: dict[str, Any], as_json: bool) -> None:
     """A two-column table on stderr, or JSON on stdout with --json (rank 0 only under torchrun)."""
     if not distributed.world().is_main:

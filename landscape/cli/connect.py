@@ -9,12 +9,12 @@ import click
 
 from .. import distributed
 from .common import (
-    EPOCHS,
     EPS,
     cli,
     command_line,
     common,
     foreign_options,
+    lr_schedule_options,
     progress_bar,
     run_name,
     summary,
@@ -62,31 +62,7 @@ from .common import (
 @click.option(
     "--weight-decay", type=float, default=0.0, show_default=True, help="On the bends only."
 )
-@click.option(
-    "--lr-schedule", default="constant", show_default=True, help="constant, step or exponential."
-)
-@click.option(
-    "--lr-milestones",
-    type=EPOCHS,
-    default="",
-    help="Step schedule: epochs where LR is times --lr-gamma.",
-)
-@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
-@click.option(
-    "--lr-final",
-    type=float,
-    default=None,
-    help="Exponential schedule: LR reached at the end of the decay.",
-)
-@click.option(
-    "--lr-decay-epochs",
-    type=EPOCHS,
-    default="",
-    help="Exponential schedule: A,B epochs of the decay.",
-)
-@click.option(
-    "--lr-warmup", type=float, default=0.0, show_default=True, help="Linear LR warmup (epochs)."
-)
+@lr_schedule_options
 @click.option("--no-augment", is_flag=True, help="Turn off data augmentation in curve training.")
 @click.option(
     "--points",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ import click
 from ..util import BadInput
 from .common import (
     EPS,
+    AnalysisInputs,
     add_rows,
     analysis_inputs,
     analysis_options,
@@ -20,6 +22,69 @@ from .common import (
     grid_run,
     summary,
 )
+
+
+@dataclass(frozen=True)
+class GridJob:
+    """One eps run of a grid command: its config and shape, and how to compute, plan and
+    summarise it (`compute(grid, progress)`, `plan(calibration)`, `stats(arrays)`)."""
+
+    config: dict[str, Any]
+    shape: tuple[int, ...]
+    fields: tuple[str, ...]
+    compute: Callable[[Any, Callable[[int, int], None]], Any]
+    plan: Callable[[Any], Any]
+    stats: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def run_grid_command(
+    analysis: str,
+    inputs: AnalysisInputs,
+    runs: list[tuple[float, str]],
+    job: Callable[[float, str], GridJob],
+    *,
+    out: str,
+    overwrite: bool,
+    seed: int,
+    batch_size: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Every eps run of one grid command: computed (cached, resumable) or only planned."""
+    from .. import dryrun
+
+    rows: dict[str, Any] = {}
+    plans = []
+    calibration = (
+        dryrun.Calibration(inputs.model, inputs.X, inputs.y, batch_size=batch_size)
+        if dry_run
+        else None
+    )
+    for eps, run in runs:
+        work = job(eps, run)
+        if dry_run:
+            plans.append(work.plan(calibration))
+            continue
+        res = grid_run(
+            analysis,
+            inputs,
+            out,
+            run,
+            work.config,
+            work.shape,
+            work.fields,
+            work.compute,
+            overwrite=overwrite,
+            seed=seed,
+        )
+        if res is None:  # a rank other than 0 under torchrun
+            continue
+        arrays = res.pop("arrays")
+        add_rows(rows, eps, len(runs) > 1, {**res, **work.stats(arrays)})
+    if dry_run:
+        summary(f"dry run: {analysis}", dryrun.combine(analysis, plans).as_dict(), as_json)
+    else:
+        summary(analysis, {"out": out, **rows}, as_json)
 
 
 @cli.command(name="surface")
@@ -113,25 +178,20 @@ def surface_cmd(
     xs = parse_range(xrange)
     ys = parse_range(yrange or xrange, "--yrange") if dim == 2 else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    family = inputs.family
     shape = (len(xs),) if ys is None else (len(xs), len(ys))
-    rows, plans = {}, []
-    calibration = (
-        dryrun.Calibration(inputs.model, inputs.X, inputs.y, batch_size=batch_size)
-        if dry_run
-        else None
-    )
-    for eps, run in eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d"):
+    options = {
+        "bias_bn": bias_bn,
+        "hessian_group": hessian_group,
+        "other": list(other),
+        "trajectory": trajectory,
+        "orthogonal": orthogonalize,
+    }
+
+    def job(eps: float, run: str) -> GridJob:
         attack = attack_config(
-            eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
+            eps, family=inputs.family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
         )
-        options = {
-            "bias_bn": bias_bn,
-            "hessian_group": hessian_group,
-            "other": list(other),
-            "trajectory": trajectory,
-            "orthogonal": orthogonalize,
-        }
+        adversarial = attack if eps > 0 else None
         config = {
             "analysis": "surface",
             "dirs": dirs,
@@ -142,45 +202,20 @@ def surface_cmd(
             **options,
             **data_config(inputs, data["split"], attack, seed),
         }
-        if dry_run:
-            plans.append(
-                dryrun.surface_plan(
-                    inputs.model,
-                    inputs.X,
-                    inputs.y,
-                    out=out,
-                    group=f"/surface/{run}",
-                    config=config,
-                    shape=shape,
-                    attack=attack if eps > 0 else None,
-                    bn=bn,
-                    batch_size=batch_size,
-                    points_per_batch=points_per_batch,
-                    dirs=dirs,
-                    direction_options=options,
-                    spec=inputs.spec,
-                    seed=seed,
-                    overwrite=overwrite,
-                    calibration=calibration,
-                )
-            )
-            continue
-        directions = make_directions(
-            dirs,
-            inputs.model,
-            dim,
-            X=inputs.X,
-            y=inputs.y,
-            seed=seed,
-            results_file=out,
-            spec=inputs.spec,
-            attack=attack if eps > 0 else None,
-            **options,
-        )
 
-        def compute(
-            grid: Any, progress: Callable[[int, int], None], eps: float = eps, directions=directions
-        ) -> Any:
+        def compute(grid: Any, progress: Callable[[int, int], None]) -> Any:
+            directions = make_directions(
+                dirs,
+                inputs.model,
+                dim,
+                X=inputs.X,
+                y=inputs.y,
+                seed=seed,
+                results_file=out,
+                spec=inputs.spec,
+                attack=adversarial,
+                **options,
+            )
             return surface(
                 inputs.model,
                 inputs.X,
@@ -193,7 +228,7 @@ def surface_cmd(
                 norm=norm,
                 steps=pgd_steps,
                 step_size=pgd_step_size,
-                family=family,
+                family=inputs.family,
                 bn=bn,
                 seed=seed,
                 batch_size=batch_size,
@@ -202,29 +237,48 @@ def surface_cmd(
                 progress=progress,
             )
 
-        res = grid_run(
-            "surface",
-            inputs,
-            out,
-            run,
-            config,
-            shape,
-            fields_for(eps),
-            compute,
-            overwrite=overwrite,
-            seed=seed,
-        )
-        if res is None:  # a rank other than 0 under torchrun
-            continue
-        arrays = res.pop("arrays")
-        ranges = {
-            f"{f}_range": [float(np.nanmin(arrays[f])), float(np.nanmax(arrays[f]))]
-            for f in fields_for(eps)
-        }
-        add_rows(rows, eps, len(eps_list) > 1, {**res, **ranges})
-    if dry_run:
-        return summary("dry run: surface", dryrun.combine("surface", plans).as_dict(), as_json)
-    summary("surface", {"out": out, **rows}, as_json)
+        def plan(calibration: Any) -> Any:
+            return dryrun.surface_plan(
+                inputs.model,
+                inputs.X,
+                inputs.y,
+                out=out,
+                group=f"/surface/{run}",
+                config=config,
+                shape=shape,
+                attack=adversarial,
+                bn=bn,
+                batch_size=batch_size,
+                points_per_batch=points_per_batch,
+                dirs=dirs,
+                direction_options=options,
+                spec=inputs.spec,
+                seed=seed,
+                overwrite=overwrite,
+                calibration=calibration,
+            )
+
+        def stats(arrays: dict[str, Any]) -> dict[str, Any]:
+            return {
+                f"{f}_range": [float(np.nanmin(arrays[f])), float(np.nanmax(arrays[f]))]
+                for f in fields_for(eps)
+            }
+
+        return GridJob(config, shape, fields_for(eps), compute, plan, stats)
+
+    runs = eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d")
+    run_grid_command(
+        "surface",
+        inputs,
+        runs,
+        job,
+        out=out,
+        overwrite=overwrite,
+        seed=seed,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        as_json=as_json,
+    )
 
 
 @cli.command(name="cosine")
@@ -272,16 +326,10 @@ def cosine_cmd(
 
     alphas = parse_range(arange)
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    family = inputs.family
-    rows, plans = {}, []
-    calibration = (
-        dryrun.Calibration(inputs.model, inputs.X, inputs.y, batch_size=batch_size)
-        if dry_run
-        else None
-    )
-    for eps, run in eps_runs(checkpoint, name, eps_list, norm=norm):
+
+    def job(eps: float, run: str) -> GridJob:
         attack = attack_config(
-            eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
+            eps, family=inputs.family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
         )
         config = {
             "analysis": "cosine",
@@ -290,27 +338,8 @@ def cosine_cmd(
             "hessian_group": hessian_group,
             **data_config(inputs, data["split"], attack, seed),
         }
-        if dry_run:
-            plans.append(
-                dryrun.cosine_plan(
-                    inputs.model,
-                    inputs.X,
-                    inputs.y,
-                    out=out,
-                    group=f"/cosine/{run}",
-                    config=config,
-                    alphas=alphas,
-                    attack=attack,
-                    repeats=repeats,
-                    batch_size=batch_size,
-                    hessian_group=hessian_group,
-                    overwrite=overwrite,
-                    calibration=calibration,
-                )
-            )
-            continue
 
-        def compute(grid: Any, progress: Callable[[int, int], None], eps: float = eps) -> Any:
+        def compute(grid: Any, progress: Callable[[int, int], None]) -> Any:
             return cosine(
                 inputs.model,
                 inputs.X,
@@ -319,7 +348,7 @@ def cosine_cmd(
                 norm=norm,
                 steps=pgd_steps,
                 step_size=pgd_step_size,
-                family=family,
+                family=inputs.family,
                 alpha=alphas,
                 repeats=repeats,
                 seed=seed,
@@ -330,31 +359,42 @@ def cosine_cmd(
                 progress=progress,
             )
 
-        res = grid_run(
-            "cosine",
-            inputs,
-            out,
-            run,
-            config,
-            alphas.shape,
-            FIELDS,
-            compute,
-            overwrite=overwrite,
-            seed=seed,
-        )
-        if res is None:  # a rank other than 0 under torchrun
-            continue
-        arrays = res.pop("arrays")
-        last = ("cosine_top_mean", "cosine_random_mean", "zero_perturbations_top")
-        add_rows(
-            rows,
-            eps,
-            len(eps_list) > 1,
-            {**res, **{f"{k}_at_max_a": float(arrays[k][-1]) for k in last}},
-        )
-    if dry_run:
-        return summary("dry run: cosine", dryrun.combine("cosine", plans).as_dict(), as_json)
-    summary("cosine", {"out": out, **rows}, as_json)
+        def plan(calibration: Any) -> Any:
+            return dryrun.cosine_plan(
+                inputs.model,
+                inputs.X,
+                inputs.y,
+                out=out,
+                group=f"/cosine/{run}",
+                config=config,
+                alphas=alphas,
+                attack=attack,
+                repeats=repeats,
+                batch_size=batch_size,
+                hessian_group=hessian_group,
+                overwrite=overwrite,
+                calibration=calibration,
+            )
+
+        def stats(arrays: dict[str, Any]) -> dict[str, Any]:
+            last = ("cosine_top_mean", "cosine_random_mean", "zero_perturbations_top")
+            return {f"{k}_at_max_a": float(arrays[k][-1]) for k in last}
+
+        return GridJob(config, alphas.shape, FIELDS, compute, plan, stats)
+
+    runs = eps_runs(checkpoint, name, eps_list, norm=norm)
+    run_grid_command(
+        "cosine",
+        inputs,
+        runs,
+        job,
+        out=out,
+        overwrite=overwrite,
+        seed=seed,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        as_json=as_json,
+    )
 
 
 @cli.command(name="smoothness")
@@ -428,16 +468,10 @@ def smoothness_cmd(
     rs = parse_range(radii, "--radii", log=True)
     chosen = tuple(n.strip() for n in norms.split(",") if n.strip()) if norms is not None else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    family = inputs.family
-    rows, plans = {}, []
-    calibration = (
-        dryrun.Calibration(inputs.model, inputs.X, inputs.y, batch_size=batch_size)
-        if dry_run
-        else None
-    )
-    for eps, run in eps_runs(checkpoint, name, eps_list, dirs=dirs):
+
+    def job(eps: float, run: str) -> GridJob:
         attack = attack_config(
-            eps, family=family, norm="linf", steps=pgd_steps, step_size=pgd_step_size
+            eps, family=inputs.family, norm="linf", steps=pgd_steps, step_size=pgd_step_size
         )
         use = chosen or (("clean", "linf", "l2") if eps > 0 else ("clean",))
         config = {
@@ -451,31 +485,8 @@ def smoothness_cmd(
             "hessian_group": hessian_group,
             **data_config(inputs, data["split"], attack, seed),
         }
-        if dry_run:
-            plans.append(
-                dryrun.smoothness_plan(
-                    inputs.model,
-                    inputs.X,
-                    inputs.y,
-                    out=out,
-                    group=f"/smoothness/{run}",
-                    config=config,
-                    radii=rs,
-                    attack=attack,
-                    norms=use,
-                    dirs=dirs,
-                    count=count,
-                    batch_size=batch_size,
-                    hessian_group=hessian_group,
-                    overwrite=overwrite,
-                    calibration=calibration,
-                )
-            )
-            continue
 
-        def compute(
-            grid: Any, progress: Callable[[int, int], None], eps: float = eps, use: tuple = use
-        ) -> Any:
+        def compute(grid: Any, progress: Callable[[int, int], None]) -> Any:
             return smoothness(
                 inputs.model,
                 inputs.X,
@@ -489,7 +500,7 @@ def smoothness_cmd(
                 l2_eps=l2_eps,
                 steps=pgd_steps,
                 step_size=pgd_step_size,
-                family=family,
+                family=inputs.family,
                 seed=seed,
                 batch_size=batch_size,
                 hessian_group=hessian_group,
@@ -498,25 +509,40 @@ def smoothness_cmd(
                 progress=progress,
             )
 
-        res = grid_run(
-            "smoothness",
-            inputs,
-            out,
-            run,
-            config,
-            rs.shape,
-            fields_for(use),
-            compute,
-            overwrite=overwrite,
-            seed=seed,
-        )
-        if res is None:  # a rank other than 0 under torchrun
-            continue
-        arrays = res.pop("arrays")
-        first = {f"lipschitz_{n}_at_min_r": float(arrays[f"lipschitz_{n}_mean"][0]) for n in use}
-        add_rows(rows, eps, len(eps_list) > 1, {**res, **first})
-    if dry_run:
-        return summary(
-            "dry run: smoothness", dryrun.combine("smoothness", plans).as_dict(), as_json
-        )
-    summary("smoothness", {"out": out, **rows}, as_json)
+        def plan(calibration: Any) -> Any:
+            return dryrun.smoothness_plan(
+                inputs.model,
+                inputs.X,
+                inputs.y,
+                out=out,
+                group=f"/smoothness/{run}",
+                config=config,
+                radii=rs,
+                attack=attack,
+                norms=use,
+                dirs=dirs,
+                count=count,
+                batch_size=batch_size,
+                hessian_group=hessian_group,
+                overwrite=overwrite,
+                calibration=calibration,
+            )
+
+        def stats(arrays: dict[str, Any]) -> dict[str, Any]:
+            return {f"lipschitz_{n}_at_min_r": float(arrays[f"lipschitz_{n}_mean"][0]) for n in use}
+
+        return GridJob(config, rs.shape, fields_for(use), compute, plan, stats)
+
+    runs = eps_runs(checkpoint, name, eps_list, dirs=dirs)
+    run_grid_command(
+        "smoothness",
+        inputs,
+        runs,
+        job,
+        out=out,
+        overwrite=overwrite,
+        seed=seed,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        as_json=as_json,
+    )

@@ -15,6 +15,7 @@ from .common import (
     command_line,
     common,
     foreign_options,
+    lr_schedule_options,
     progress_bar,
     summary,
 )
@@ -134,35 +135,7 @@ from .common import (
     show_default=True,
     help="TRADES weight of the KL term.",
 )
-@click.option(
-    "--lr-schedule", default="constant", show_default=True, help="constant, step or exponential."
-)
-@click.option(
-    "--lr-milestones",
-    type=EPOCHS,
-    default="",
-    help="Step schedule: epochs where LR is multiplied by --lr-gamma.",
-)
-@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
-@click.option(
-    "--lr-final",
-    type=float,
-    default=None,
-    help="Exponential schedule: LR reached at the end of the decay.",
-)
-@click.option(
-    "--lr-decay-epochs",
-    type=EPOCHS,
-    default="",
-    help="Exponential schedule: A,B epochs of the decay.",
-)
-@click.option(
-    "--lr-warmup",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Linear LR warmup from 0 over this many epochs.",
-)
+@lr_schedule_options
 @click.option(
     "--eps",
     type=EPS,
