@@ -27,7 +27,7 @@ from landscape.data import dataset_info, load_dataset
 from landscape.optim import BatchLoss, StepContext, UpdateRule
 from landscape.params import named_params
 from landscape.train import TrainConfig, make_batch_loss
-from landscape.util import make_generator, parse_eps, resolve_device
+from landscape.util import make_generator, parse_eps, resolve_device, tune_cpu_allocator
 
 
 def sync(device: torch.device) -> None:
@@ -108,6 +108,7 @@ def main() -> None:
         "--threads", type=int, default=1, help="CPU threads (1 is steadier on a shared machine)"
     )
     args = parser.parse_args()
+    tune_cpu_allocator()  # as the landscape command does
     torch.set_num_threads(args.threads)
     archs = args.arch or ["lenet", "vgg"]
     widths = args.width or [4 if a == "lenet" else 1 for a in archs]

@@ -43,7 +43,7 @@ from landscape.checkpoint import build_from_spec, load_checkpoint, model_spec
 from landscape.curvature import HessianOperator, top_eigenpairs
 from landscape.data import load_dataset
 from landscape.train import TrainConfig, train
-from landscape.util import parse_eps, resolve_device
+from landscape.util import parse_eps, resolve_device, tune_cpu_allocator
 
 
 def sync(device: torch.device) -> None:
@@ -240,6 +240,7 @@ def main() -> None:
     parser.add_argument("--resnet", action="store_true", help="ResNet-18 w=8 timing mode")
     parser.add_argument("--samples", type=int, default=None, help="resnet: N (10000 GPU, 512 CPU)")
     args = parser.parse_args()
+    tune_cpu_allocator()  # as the landscape command does
     torch.set_num_threads(args.threads)
     if args.resnet:
         resnet(args)

@@ -25,7 +25,7 @@ from landscape.checkpoint import build_from_spec, model_spec
 from landscape.data import batches, dataset_info, load_dataset
 from landscape.optim import RULES, StepContext
 from landscape.train import TrainConfig, make_batch_loss
-from landscape.util import make_generator, parse_eps, resolve_device
+from landscape.util import make_generator, parse_eps, resolve_device, tune_cpu_allocator
 
 METHODS = {
     "AT (SGD)": dict(optimizer="sgd"),
@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
+    tune_cpu_allocator()  # as the landscape command does
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

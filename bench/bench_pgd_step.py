@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from landscape.checkpoint import build_from_spec
 from landscape.train import StepContext, TrainConfig, UpdateRule, make_batch_loss
-from landscape.util import make_generator, resolve_device
+from landscape.util import make_generator, resolve_device, tune_cpu_allocator
 
 
 def sync(device: torch.device) -> None:
@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    tune_cpu_allocator()  # as the landscape command does
 
     device = resolve_device(args.device)
     shape = tuple(int(v) for v in args.shape.split(","))

@@ -32,7 +32,7 @@ from landscape.checkpoint import build_from_spec, model_spec
 from landscape.data import dataset_info, load_dataset
 from landscape.params import functional_forward, named_params
 from landscape.surface import default_points_per_batch, surface
-from landscape.util import parse_eps, resolve_device
+from landscape.util import parse_eps, resolve_device, tune_cpu_allocator
 
 
 def sync(device: torch.device) -> None:
@@ -109,7 +109,14 @@ def main() -> None:
     parser.add_argument("--eps", default="0.1", help="Budget of the adversarial-point measurement.")
     parser.add_argument("--adv-points", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="Leave glibc malloc untuned (the landscape command tunes it at start).",
+    )
     args = parser.parse_args()
+    tuned = not args.default_allocator and tune_cpu_allocator()
+    print(f"glibc malloc tuned as the landscape command does: {'yes' if tuned else 'no'}")
 
     device = resolve_device(args.device)
     torch.manual_seed(0)

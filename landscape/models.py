@@ -23,6 +23,7 @@ __all__ = [
     "ARCHS",
     "DEFAULT_WIDTH",
     "BasicBlock",
+    "MaxPool2x2",
     "Normalize",
     "activation_module",
     "build_model",
@@ -122,6 +123,29 @@ def _mlp(c: int, h: int, w: int, k: int, width: int, act: str) -> list[tuple[str
     ]
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """`nn.MaxPool2d(2)` (floor mode) with a fast path when autograd is off.
+
+    The path takes the maximum of the window's four strided views: the same values as
+    max_pool2d (NaN propagates), several times faster on a CPU, where max_pool2d always
+    computes argmax indices, and cheap under vmap, which makes batched surface points
+    about 1.5x faster on LeNet. With autograd on, the standard kernel runs, so gradients,
+    and their choice among tied maxima, are PyTorch's own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2:  # floor mode drops the last row or column
+            x = x[..., : h // 2 * 2, : w // 2 * 2]
+        top = torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2])
+        return torch.maximum(top, torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
 def _lenet(c: int, h: int, w: int, k: int, width: int, act: str) -> list[tuple[str, nn.Module]]:
     if h < 4 or w < 4:
         raise BadInput(f"lenet needs inputs of at least 4x4 (two 2x2 max-pools); got {h}x{w}")
@@ -130,10 +154,10 @@ def _lenet(c: int, h: int, w: int, k: int, width: int, act: str) -> list[tuple[s
     return [
         ("conv1", nn.Conv2d(c, 2 * width, 5, padding=2)),
         ("act1", activation_module(act)),
-        ("pool1", nn.MaxPool2d(2)),
+        ("pool1", MaxPool2x2()),
         ("conv2", nn.Conv2d(2 * width, 4 * width, 5, padding=2)),
         ("act2", activation_module(act)),
-        ("pool2", nn.MaxPool2d(2)),
+        ("pool2", MaxPool2x2()),
         ("flatten", nn.Flatten()),
         ("fc1", nn.Linear(flat, 64 * width)),
         ("act3", activation_module(act)),
@@ -149,7 +173,7 @@ def _vgg(c: int, h: int, w: int, k: int, width: int, act: str) -> list[tuple[str
             # Once the map is 1 pixel wide a pool would fail; an Identity in its slot keeps
             # the feature_extractor indices, hence parameter names, the same for every size.
             if min(h, w) >= 2:
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2x2())
                 h, w = h // 2, w // 2
             else:
                 layers.append(nn.Identity())

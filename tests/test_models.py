@@ -14,6 +14,7 @@ from landscape.models import (
     ACTIVATIONS,
     ARCHS,
     DEFAULT_WIDTH,
+    MaxPool2x2,
     Normalize,
     activation_module,
     build_model,
@@ -222,7 +223,7 @@ def test_vgg_names_do_not_depend_on_input_size():
     small, large = make("vgg", (3, 8, 8), width=1), make("vgg", (3, 32, 32), width=1)
     assert list(small.state_dict()) == list(large.state_dict())
     pools = [type(m) for m in small.feature_extractor if isinstance(m, (nn.MaxPool2d, nn.Identity))]
-    assert pools == [nn.MaxPool2d] * 3 + [nn.Identity] * 2
+    assert pools == [MaxPool2x2] * 3 + [nn.Identity] * 2
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -323,3 +324,22 @@ def test_forward_over_reverse_hvp(arch):
     ref = torch.autograd.grad(dot, list(leaves.values()))
     for k, r in zip(leaves, ref, strict=True):
         torch.testing.assert_close(hvp[k], r, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (5, 1, 2, 3)])
+def test_fast_max_pool_matches_max_pool2d_and_keeps_its_gradient(shape):
+    """Without autograd the 2x2 pool takes its strided path: the values of max_pool2d
+    (floor mode, NaN and inf kept). With autograd the standard kernel runs, so even tied
+    maxima get PyTorch's gradient."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0], x[-1, -1, -1, -1] = float("nan"), float("inf")
+    with torch.no_grad():
+        fast = MaxPool2x2()(x)
+    reference = torch.nn.functional.max_pool2d(x, 2)
+    assert torch.equal(fast.isnan(), reference.isnan())
+    assert torch.equal(fast.nan_to_num(), reference.nan_to_num())
+    tied = torch.ones(shape, requires_grad=True)
+    (MaxPool2x2()(tied) * 3).sum().backward()
+    expected = torch.ones(shape, requires_grad=True)
+    (torch.nn.functional.max_pool2d(expected, 2) * 3).sum().backward()
+    assert torch.equal(tied.grad, expected.grad)

@@ -11,7 +11,7 @@ import traceback
 import click
 
 from .. import distributed
-from ..util import BadInput
+from ..util import BadInput, tune_cpu_allocator
 from . import connect, grids, hessian, results, training  # noqa: F401  (registers the commands)
 from .common import cli
 
@@ -21,6 +21,7 @@ __all__ = ["cli", "main"]
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 on success, 2 on bad input, 1 on internal errors."""
     args = sys.argv[1:] if argv is None else argv
+    tune_cpu_allocator()
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="landscape", standalone_mode=False)
