@@ -486,7 +486,11 @@ def cosine_plan(
     times = int((~done).sum()) * 2 * repeats * 2
     tally.pgd(n, batch_size, attack, times)
     tally.add("forward", n, batch_size, times)
-    sizes = {"alpha": (alphas.shape, F64), "done": (alphas.shape, BOOL), "nonfinite": (alphas.shape, BOOL)}
+    sizes = {
+        "alpha": (alphas.shape, F64),
+        "done": (alphas.shape, BOOL),
+        "nonfinite": (alphas.shape, BOOL),
+    }
     sizes.update({f: (alphas.shape, F64 if not f.startswith("zero") else I64) for f in FIELDS})
     return tally.plan("cosine", [group], calibration, _arrays_bytes(sizes))
 
@@ -534,7 +538,11 @@ def smoothness_plan(
     for norm in norms:
         tally.pgd(n, batch_size, linf if norm != "clean" else None, points)
         tally.add("weight_grad", n, batch_size, points)
-    sizes = {"radius": (radii.shape, F64), "done": (radii.shape, BOOL), "nonfinite": (radii.shape, BOOL)}
+    sizes = {
+        "radius": (radii.shape, F64),
+        "done": (radii.shape, BOOL),
+        "nonfinite": (radii.shape, BOOL),
+    }
     sizes.update({f: (radii.shape, F64) for f in fields_for(norms)})
     return tally.plan("smoothness", [group], calibration, _arrays_bytes(sizes))
 
@@ -649,24 +657,16 @@ def train_plan(
     """`landscape train` (a `TrainConfig`): per mini-batch the attack at the scheduled eps
     (TRADES adds a clean forward), AWP's proxy gradient when on, and the training pass
     (TRADES: two forwards); test evaluations every `eval_every` epochs and at the end."""
-    from .attacks import attack_config
     from .checkpoint import model_spec
-    from .data import dataset_info, load_dataset
+    from .data import load_dataset
     from .train import EVAL_COLUMNS, TRACE_COLUMNS
 
     config.validate()
-    family = dataset_info(config.dataset).family
     X, y = load_dataset(config.dataset, "train", data_root, device)
     X_test, _ = load_dataset(config.dataset, "test", data_root, device)
     spec = model_spec(config.arch, config.dataset, width=config.width, activation=config.activation)
     start = _train_start(config, Path(out), overwrite)
-    target = attack_config(
-        config.eps,
-        family=family,
-        norm=config.norm,
-        steps=config.pgd_steps,
-        step_size=config.pgd_step_size,
-    )
+    target = config.target_attack()
     schedule = config.schedule()
     tally = _Tally()
     n, n_test, bs = int(X.shape[0]), int(X_test.shape[0]), config.batch_size

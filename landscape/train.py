@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed, store
-from .attacks import attack_config, evaluate
+from .attacks import AttackConfig, attack_config, evaluate
 from .checkpoint import build_from_spec, model_spec, read_checkpoint, save_checkpoint
 from .data import augment, batches, dataset_info, load_dataset
 from .optim import LOSSES, RULES, BatchLoss, BatchStats, StepContext, UpdateRule
@@ -49,7 +49,18 @@ TRACE_COLUMNS = (
 )
 EVAL_COLUMNS = ("epoch", "wall_time", "clean_error", "robust_error", "clean_loss", "robust_loss")
 OPTIMIZERS = tuple(RULES)
-RESUME_KEYS = {"config", "model", "theta0", "rule", "rng", "rows", "evals", "epoch", "step", "wall_time"}
+RESUME_KEYS = {
+    "config",
+    "model",
+    "theta0",
+    "rule",
+    "rng",
+    "rows",
+    "evals",
+    "epoch",
+    "step",
+    "wall_time",
+}
 
 
 class Diverged(RuntimeError):
@@ -125,6 +136,16 @@ class TrainConfig:
         )
         return Schedule(eps, lr, Periods(float(self.epochs), tuple(self.periods)))
 
+    def target_attack(self) -> AttackConfig:
+        """PGD at the target eps with the papers' defaults for the dataset's family."""
+        return attack_config(
+            self.eps,
+            family=dataset_info(self.dataset).family,
+            norm=self.norm,
+            steps=self.pgd_steps,
+            step_size=self.pgd_step_size,
+        )
+
     def validate(self) -> None:
         if self.epochs < 1:
             raise BadInput(f"--epochs must be >= 1, got {self.epochs}")
@@ -171,13 +192,7 @@ class TrainConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise BadInput(f"{flag} must be a finite number >= 0, got {value}")
         self.schedule()
-        attack_config(
-            self.eps,
-            family=dataset_info(self.dataset).family,
-            norm=self.norm,
-            steps=self.pgd_steps,
-            step_size=self.pgd_step_size,
-        )
+        self.target_attack()
 
 
 def make_batch_loss(
@@ -188,13 +203,7 @@ def make_batch_loss(
     The attack runs on the model in train mode with frozen BN statistics, using the
     iteration count of the target eps for the whole run (constant cost per step).
     """
-    target = attack_config(
-        config.eps,
-        family=family,
-        norm=config.norm,
-        steps=config.pgd_steps,
-        step_size=config.pgd_step_size,
-    )
+    target = config.target_attack()
 
     def at_eps(eps: float) -> BatchLoss:
         cfg = None
@@ -430,7 +439,7 @@ def train(
                 finished % config.eval_every == 0 or finished == config.epochs
             ):
                 n = min(config.eval_samples, X_test.shape[0])
-                ev = _evaluate(model, X_test[:n], y_test[:n], info.family, config)
+                ev = _evaluate(model, X_test[:n], y_test[:n], config)
                 for key, value in zip(
                     EVAL_COLUMNS,
                     (finished, wall(), ev.clean_error, ev.adv_error, ev.clean_loss, ev.adv_loss),
@@ -490,7 +499,7 @@ def train(
         return TrainResult(
             out, final_path, config.epochs, step, math.nan, math.nan, wall(), start_epoch
         )
-    ev = _evaluate(model, X_test, y_test, info.family, config)
+    ev = _evaluate(model, X_test, y_test, config)
     metrics = {
         "test_clean_error": ev.clean_error,
         "test_robust_error": ev.adv_error,
@@ -525,15 +534,9 @@ def train(
     )
 
 
-def _evaluate(model: nn.Module, X: Tensor, y: Tensor, family: str, config: TrainConfig):
+def _evaluate(model: nn.Module, X: Tensor, y: Tensor, config: TrainConfig):
     """Test metrics under the run's own target attack, in eval mode; restores train mode."""
-    cfg = attack_config(
-        config.eps,
-        family=family,
-        norm=config.norm,
-        steps=config.pgd_steps,
-        step_size=config.pgd_step_size,
-    )
+    cfg = config.target_attack()
     was_training = model.training
     result = evaluate(model, X, y, cfg, seed=config.seed)
     model.train(was_training)

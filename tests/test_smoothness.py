@@ -60,7 +60,13 @@ def test_clean_profile_converges_to_the_hessian_vector_product():
     assert errors[-1] < 2e-3 * want
     assert errors[0] > errors[1] > errors[2]  # first-order convergence as r shrinks
     assert s.lipschitz["lipschitz_clean_std"].tolist() == [0.0] * 3
-    assert set(s.arrays()) == {"radius", "lipschitz_clean_mean", "lipschitz_clean_std", "done", "nonfinite"}
+    assert set(s.arrays()) == {
+        "radius",
+        "lipschitz_clean_mean",
+        "lipschitz_clean_std",
+        "done",
+        "nonfinite",
+    }
 
 
 def test_adversarial_profiles_and_options():

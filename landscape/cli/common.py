@@ -241,6 +241,20 @@ class AnalysisInputs:
     checkpoint_sha256: str
     device: Any
 
+    def provenance(self, config: dict[str, Any], seed: int, elapsed_s: float) -> dict[str, Any]:
+        """The provenance attributes of a run on this checkpoint (`store.provenance`)."""
+        from ..store import provenance
+
+        return provenance(
+            command=command_line(),
+            config=config,
+            checkpoint=self.checkpoint,
+            checkpoint_sha256=self.checkpoint_sha256,
+            device=str(self.device),
+            seed=seed,
+            elapsed_s=elapsed_s,
+        )
+
 
 def analysis_inputs(
     checkpoint: str,
@@ -352,7 +366,7 @@ def grid_run(
     """Cache check, resumable grid, progress, provenance and the atomic write of one run."""
     import time
 
-    from ..store import Grid, find_complete, provenance, read_group
+    from ..store import Grid, find_complete, read_group
 
     group = f"/{analysis}/{run}"
     # Under torchrun rank 0 alone reads and writes the results file and the sidecar;
@@ -372,15 +386,7 @@ def grid_run(
             )
         if not main:
             return None
-        attrs = provenance(
-            command=command_line(),
-            config=config,
-            checkpoint=inputs.checkpoint,
-            checkpoint_sha256=inputs.checkpoint_sha256,
-            device=str(inputs.device),
-            seed=seed,
-            elapsed_s=time.perf_counter() - start,
-        )
+        attrs = inputs.provenance(config, seed, time.perf_counter() - start)
         attrs.update(result.attrs())
         grid.finish({}, attrs, extra=result.arrays(), dims=result.dims(), overwrite=overwrite)
     if not main:

@@ -13,7 +13,6 @@ from .common import (
     analysis_inputs,
     analysis_options,
     cli,
-    command_line,
     common,
     progress_bar,
     run_name,
@@ -116,7 +115,7 @@ def hessian_cmd(
 
     from ..attacks import attack_config
     from ..hessian import check_options, hessian, load_hessian, store_hessian
-    from ..store import find_complete, provenance
+    from ..store import find_complete
 
     globs = list(param_globs) or None
     eps_values = list(eps_list) or [0.0]
@@ -213,15 +212,7 @@ def hessian_cmd(
                     seed=seed,
                     tol=tol,
                 )
-                attrs = provenance(
-                    command=command_line(),
-                    config=config,
-                    checkpoint=inputs.checkpoint,
-                    checkpoint_sha256=inputs.checkpoint_sha256,
-                    device=str(inputs.device),
-                    seed=seed,
-                    elapsed_s=time.perf_counter() - start,
-                )
+                attrs = inputs.provenance(config, seed, time.perf_counter() - start)
                 if main:  # rank 0 writes under torchrun
                     store_hessian(out, group, res, attrs, overwrite=overwrite)
             if res.nonfinite and main:

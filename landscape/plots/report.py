@@ -10,8 +10,17 @@ from plotly.offline import get_plotlyjs
 from ..util import BadInput, atomic_path
 from . import draw, load_groups, renderers, style
 
-PROVENANCE = ("command", "created", "checkpoint", "checkpoint_sha256", "device", "seed", "elapsed_s",
-              "landscape_version", "config")
+PROVENANCE = (
+    "command",
+    "created",
+    "checkpoint",
+    "checkpoint_sha256",
+    "device",
+    "seed",
+    "elapsed_s",
+    "landscape_version",
+    "config",
+)
 
 
 def write_report(path: str | Path, out: str | Path) -> Path:
@@ -23,11 +32,15 @@ def write_report(path: str | Path, out: str | Path) -> Path:
             continue
         figures = draw(analysis, groups, path)
         plots = "".join(
-            f.plotly.to_html(full_html=False, include_plotlyjs=False, default_width="100%") for f in figures if f.plotly
+            f.plotly.to_html(full_html=False, include_plotlyjs=False, default_width="100%")
+            for f in figures
+            if f.plotly
         )
         tables = "".join(_provenance_table(g.path, g.attrs) for g in groups)
-        sections.append(f"<section><h2>{html.escape(analysis)}</h2><div class='row'><div class='plots'>{plots}</div>"
-                        f"<div class='prov'>{tables}</div></div></section>")
+        sections.append(
+            f"<section><h2>{html.escape(analysis)}</h2><div class='row'><div class='plots'>{plots}</div>"
+            f"<div class='prov'>{tables}</div></div></section>"
+        )
     if not sections:
         raise BadInput(f"{path} holds no group that a renderer knows")
     page = (
@@ -46,6 +59,7 @@ def write_report(path: str | Path, out: str | Path) -> Path:
 
 def _provenance_table(group: str, attrs: dict) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(attrs.get(k, '')))}</td></tr>" for k in PROVENANCE
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(attrs.get(k, '')))}</td></tr>"
+        for k in PROVENANCE
     )
     return f"<table><caption>{html.escape(group)}</caption>{rows}</table>"
