@@ -53,11 +53,18 @@ def scaled(direction: Mapping[str, Tensor], factor: float | Tensor) -> ParamDict
 
 
 def unit(direction: Mapping[str, Tensor]) -> ParamDict:
-    """The direction divided by its global norm; a zero direction is bad input."""
-    norm = global_norm(direction)
-    if float(norm) == 0.0:
+    """The direction divided by its global norm; a zero or non-finite direction is bad input.
+
+    It is first divided by its largest entry, so the norm neither overflows (entries near
+    1e20 square past float32's range) nor underflows.
+    """
+    peak = max((float(v.abs().max()) for v in direction.values() if v.numel()), default=0.0)
+    if peak != peak or peak == float("inf"):
+        raise BadInput("a direction has non-finite entries; it has no unit vector")
+    if peak == 0.0:
         raise BadInput("a direction is zero everywhere; it has no unit vector")
-    return scaled(direction, 1.0 / norm)
+    direction = scaled(direction, 1.0 / peak)
+    return scaled(direction, 1.0 / global_norm(direction))
 
 
 def random_direction(

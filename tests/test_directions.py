@@ -159,3 +159,20 @@ def test_eigen_directions_from_a_stored_group_match_the_computed_ones(digits_run
         assert float(resid) < 1e-2 * abs(lam)
     with pytest.raises(BadInput, match="holds 2 eigenvectors; 3 needed"):
         make_directions("eigen", model, 3, hessian_group=f"{out}:/hessian/run")
+
+
+@pytest.mark.parametrize("magnitude", [1e-30, 1.0, 1e20])
+def test_unit_direction_survives_extreme_magnitudes(magnitude):
+    """Entries near 1e20 square past float32's range and near 1e-30 below it; the unit
+    vector must still have norm 1 and point the same way."""
+    from landscape.directions import unit
+
+    d = {"a": torch.tensor([3.0, 0.0]) * magnitude, "b": torch.tensor([[4.0]]) * magnitude}
+    u = unit(d)
+    assert torch.allclose(u["a"], torch.tensor([0.6, 0.0])) and torch.allclose(
+        u["b"], torch.tensor([[0.8]])
+    )
+    with pytest.raises(BadInput, match="non-finite"):
+        unit({"a": torch.tensor([float("nan"), 1.0])})
+    with pytest.raises(BadInput, match="zero everywhere"):
+        unit({"a": torch.zeros(3)})
