@@ -202,7 +202,7 @@ def write_group(
                             old_cfg = text_attr(old[group].attrs, "config")
                             if old_cfg is not None and old_cfg != attrs.get("config"):
                                 raise BadInput(
-                                    f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
+                                    f"{target}:{group} exists with another config; choose another --name or --out, or pass --overwrite"
                                 )
                 except OSError as exc:
                     raise BadInput(
@@ -304,7 +304,7 @@ def find_complete(
         same = text_attr(attrs, "config") == canonical_config(config)
         if not same and not overwrite:
             raise BadInput(
-                f"{target}:{group} exists with another config; choose another --name or pass --overwrite"
+                f"{target}:{group} exists with another config; choose another --name or --out, or pass --overwrite"
             )
         hit = same and text_attr(attrs, "status") == "complete"
     if hit:
