@@ -624,26 +624,13 @@ def _fresh_model(spec: Mapping[str, Any], device: torch.device) -> nn.Module:
 
 def _train_start(config: Any, folder: Path, overwrite: bool) -> int | None:
     """The epoch `train` would start from in `folder` (None: finished with this config),
-    with the same refusals as `train.train`."""
-    from .checkpoint import read_checkpoint
+    with the same refusals (`train.stored_run`)."""
+    from .train import stored_run
 
-    cfg_json = store.canonical_config(config.as_dict())
-    final, resume = folder / "final.pt", folder / "resume.pt"
-    if final.exists() and not overwrite:
-        done = read_checkpoint(final)
-        if store.canonical_config(done.get("train", {}).get("config", {})) == cfg_json:
-            return None
-        raise BadInput(
-            f"{folder} already holds a finished run with another config; use another --out or --overwrite"
-        )
-    if resume.exists() and not overwrite:
-        state = read_checkpoint(resume)
-        if store.canonical_config(state.get("config", {})) != cfg_json:
-            raise BadInput(
-                f"{folder} holds an unfinished run with another config; use another --out or --overwrite"
-            )
-        return int(state["epoch"])
-    return 0
+    done, state = stored_run(folder, config, overwrite=overwrite)
+    if done is not None:
+        return None
+    return 0 if state is None else int(state["epoch"])
 
 
 def train_plan(

@@ -263,6 +263,41 @@ def write_trace(
             store.write_group(tmp, "/eval", _trace_arrays(evals), attrs)
 
 
+def stored_run(
+    out: Path, config: TrainConfig, *, overwrite: bool, device: str | torch.device = "cpu"
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the finished checkpoint, the resume state) of this config found in `out`, each None
+    where absent. Another config, or a file that is not this trainer's, is bad input unless
+    `overwrite`, which ignores both."""
+    if overwrite:
+        return None, None
+    cfg_json = store.canonical_config(config.as_dict())
+    final_path, resume_path = out / "final.pt", out / "resume.pt"
+    if final_path.exists():
+        done = read_checkpoint(final_path)
+        if not isinstance(done, Mapping) or not isinstance(done.get("train"), Mapping):
+            raise BadInput(
+                f"{final_path} is not a checkpoint of this trainer; use another --out or --overwrite"
+            )
+        if store.canonical_config(done["train"].get("config", {})) != cfg_json:
+            raise BadInput(
+                f"{out} already holds a finished run with another config; use another --out or --overwrite"
+            )
+        return done, None
+    if not resume_path.exists():
+        return None, None
+    state = read_checkpoint(resume_path, map_location=device)
+    if not isinstance(state, Mapping) or not RESUME_KEYS <= set(state):
+        raise BadInput(
+            f"{resume_path} is not a resume file of this trainer; pass --overwrite to discard it"
+        )
+    if store.canonical_config(state.get("config", {})) != cfg_json:
+        raise BadInput(
+            f"{out} holds an unfinished run with another config; use another --out or --overwrite"
+        )
+    return None, state
+
+
 def train(
     config: TrainConfig,
     out_dir: str | Path,
@@ -286,31 +321,21 @@ def train(
     X_train, y_train = load_dataset(config.dataset, "train", data_root, device)
     X_test, y_test = load_dataset(config.dataset, "test", data_root, device)
     spec = model_spec(config.arch, config.dataset, width=config.width, activation=config.activation)
-    cfg_json = store.canonical_config(config.as_dict())
-
     final_path, resume_path = out / "final.pt", out / "resume.pt"
-    if final_path.exists() and not overwrite:
-        done = read_checkpoint(final_path)
-        if not isinstance(done, Mapping) or not isinstance(done.get("train"), Mapping):
-            raise BadInput(
-                f"{final_path} is not a checkpoint of this trainer; use another --out or --overwrite"
-            )
-        if store.canonical_config(done["train"].get("config", {})) == cfg_json:
-            resume_path.unlink(missing_ok=True)  # left by a kill just after final.pt
-            m = done["train"].get("metrics", {})
-            return TrainResult(
-                out,
-                final_path,
-                config.epochs,
-                int(done["train"].get("step", 0)),
-                m.get("test_clean_error", math.nan),
-                m.get("test_robust_error", math.nan),
-                0.0,
-                config.epochs,
-                tuple(sorted(out.glob("period_*.pt"))),
-            )
-        raise BadInput(
-            f"{out} already holds a finished run with another config; use another --out or --overwrite"
+    done, state = stored_run(out, config, overwrite=overwrite, device=device)
+    if done is not None:
+        resume_path.unlink(missing_ok=True)  # left by a kill just after final.pt
+        m = done["train"].get("metrics", {})
+        return TrainResult(
+            out,
+            final_path,
+            config.epochs,
+            int(done["train"].get("step", 0)),
+            m.get("test_clean_error", math.nan),
+            m.get("test_robust_error", math.nan),
+            0.0,
+            config.epochs,
+            tuple(sorted(out.glob("period_*.pt"))),
         )
 
     torch.manual_seed(config.seed)
@@ -327,16 +352,7 @@ def train(
     evals: dict[str, list[float]] = {k: [] for k in EVAL_COLUMNS}
     start_epoch, step, wall_before = 0, 0, 0.0
 
-    if resume_path.exists() and not overwrite:
-        state = read_checkpoint(resume_path, map_location=device)
-        if not isinstance(state, Mapping) or not RESUME_KEYS <= set(state):
-            raise BadInput(
-                f"{resume_path} is not a resume file of this trainer; pass --overwrite to discard it"
-            )
-        if store.canonical_config(state.get("config", {})) != cfg_json:
-            raise BadInput(
-                f"{out} holds an unfinished run with another config; use another --out or --overwrite"
-            )
+    if state is not None:
         model.load_state_dict(state["model"])
         theta0 = {k: v.to(device) for k, v in state["theta0"].items()}
         rule.load_state_dict(state["rule"])
@@ -371,7 +387,7 @@ def train(
     t_start = time.perf_counter()
     attrs_common = {
         "command": command,
-        "config": cfg_json,
+        "config": store.canonical_config(config.as_dict()),
         "seed": config.seed,
         "device": str(device),
     }
