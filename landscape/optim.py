@@ -193,26 +193,12 @@ class UpdateRule:
         batch mean of one process, whatever the split, and it keeps functional calls
         (AWP, the curve's B(t)) free of DDP's module wrapper and hooks.
         """
-        if distributed.world().distributed:
-            return self._shared_gradient(x, y, ctx)
-        x_adv = ctx.batch_loss.attack(self.model, x, y)
-        forward: Forward = self.model
-        if self.awp_gamma > 0 and ctx.epoch >= self.awp_warmup:
-            v = awp_perturbation(
-                self.model, lambda f: ctx.batch_loss.loss(f, x, x_adv, y)[0], self.awp_gamma
-            )
-            forward = forward_at(self.model, {n: self.params[n] + v[n] for n in v})
-        loss, wrong = ctx.batch_loss.loss(forward, x, x_adv, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = global_norm({n: p.grad for n, p in self.params.items() if p.grad is not None})
-        return BatchStats(loss.detach(), wrong, grad_norm)
-
-    def _shared_gradient(self, x: Tensor, y: Tensor, ctx: StepContext) -> BatchStats:
-        part = distributed.share(x.shape[0])
-        weight = (part.stop - part.start) / x.shape[0]
+        shared = distributed.world().distributed
+        part = distributed.share(x.shape[0]) if shared else None
+        weight = 1.0 if part is None else (part.stop - part.start) / x.shape[0]
         x_adv = ctx.batch_loss.attack(self.model, x, y, part)
-        x, y = x[part], y[part]
+        if part is not None:
+            x, y = x[part], y[part]
         forward: Forward = self.model
         if self.awp_gamma > 0 and ctx.epoch >= self.awp_warmup:
             v = awp_perturbation(
@@ -224,12 +210,15 @@ class UpdateRule:
         loss, wrong = ctx.batch_loss.loss(forward, x, x_adv, y)
         self.optimizer.zero_grad(set_to_none=True)
         (loss * weight).backward()
-        # Parameters outside the graph (the same on every rank) keep no gradient, as in one process.
-        grads = [p.grad for p in self.params.values() if p.grad is not None]
-        stats = torch.stack([loss.detach() * weight, wrong * weight])
-        distributed.all_reduce_grads([*grads, stats])
+        loss = loss.detach()
+        if shared:
+            # Parameters outside the graph (the same on every rank) keep no gradient, as in one process.
+            grads = [p.grad for p in self.params.values() if p.grad is not None]
+            stats = torch.stack([loss * weight, wrong * weight])
+            distributed.all_reduce_grads([*grads, stats])
+            loss, wrong = stats[0], stats[1]
         grad_norm = global_norm({n: p.grad for n, p in self.params.items() if p.grad is not None})
-        return BatchStats(stats[0], stats[1], grad_norm)
+        return BatchStats(loss, wrong, grad_norm)
 
     def step(
         self, draw: Callable[[], tuple[Tensor, Tensor] | None], ctx: StepContext

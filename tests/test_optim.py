@@ -33,7 +33,7 @@ from landscape.util import BadInput, make_generator
 class LeastSquares:
     """A stand-in objective with a closed-form gradient: 0.5 mean ||W x + b - t||^2, no attack."""
 
-    def attack(self, model, x, y):
+    def attack(self, model, x, y, part=None):
         return x
 
     def loss(self, forward, x, x_adv, y):
@@ -229,7 +229,7 @@ class _Fixed:
     def __init__(self, inner, x_adv):
         self.inner, self.x_adv = inner, x_adv
 
-    def attack(self, model, x, y):
+    def attack(self, model, x, y, part=None):
         return self.x_adv
 
     def loss(self, forward, x, x_adv, y):
