@@ -54,7 +54,7 @@ from .attacks import AttackConfig, attack_config, evaluate, perturb
 from .checkpoint import build_from_spec, build_stored, load_checkpoint, read_checkpoint, sha256_file
 from .data import augment, batches, dataset_info, load_dataset
 from .optim import BatchLoss, StepContext, UpdateRule
-from .params import ParamDict, flatten, functional_forward, named_params
+from .params import ParamDict, estimate_bn, flatten, forward_at, functional_forward, named_params
 from .train import Diverged, TrainConfig
 from .util import BadInput, atomic_path, make_generator
 
@@ -627,57 +627,6 @@ def train_curve(
 # --------------------------------------------------------------------------- evaluation
 
 
-def estimate_bn(
-    net: nn.Module,
-    params: Mapping[str, Tensor],
-    X: Tensor,
-    y: Tensor | None = None,
-    *,
-    batch_size: int = 500,
-    attack: Callable[[Tensor, Tensor], Tensor] | None = None,
-) -> dict[str, Tensor]:
-    """BN running statistics of `net` at `params`, re-estimated on X from fresh buffers.
-
-    One pass in train mode, batches weighted by size (see the module docstring); `attack`,
-    when given, maps each clean batch to the inputs BN should see and runs in eval mode.
-    Returns {buffer name: tensor} for a functional call; {} for a network without BN.
-    The network's own buffers and momenta are left as they were.
-    """
-    bns = [
-        (name, m)
-        for name, m in net.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
-    ]
-    if not bns:
-        return {}
-    buffers: dict[str, Tensor] = {}
-    for name, m in bns:
-        prefix = f"{name}." if name else ""
-        buffers[prefix + "running_mean"] = torch.zeros_like(m.running_mean)
-        buffers[prefix + "running_var"] = torch.ones_like(m.running_var)
-        buffers[prefix + "num_batches_tracked"] = torch.zeros_like(m.num_batches_tracked)
-    momenta = [m.momentum for _, m in bns]
-    was_training = net.training
-    seen = 0
-    try:
-        for i in range(0, X.shape[0], batch_size):
-            xb = X[i : i + batch_size]
-            if attack is not None:
-                net.eval()
-                xb = attack(xb, y[i : i + batch_size])
-            seen += xb.shape[0]
-            for _, m in bns:
-                m.momentum = xb.shape[0] / seen
-            net.train()
-            with torch.no_grad():
-                functional_forward(net, params, xb, buffers)
-    finally:
-        for (_, m), momentum in zip(bns, momenta):
-            m.momentum = momentum
-        net.train(was_training)
-    return buffers
-
-
 def point_buffers(
     net: nn.Module,
     params: Mapping[str, Tensor],
@@ -699,9 +648,7 @@ def point_buffers(
     gen = make_generator(seed, X.device)
 
     def adversarial(xb: Tensor, yb: Tensor) -> Tensor:
-        return perturb(
-            lambda x: functional_forward(net, params, x, clean), xb, yb, attack, generator=gen
-        )
+        return perturb(forward_at(net, params, clean), xb, yb, attack, generator=gen)
 
     return estimate_bn(net, params, X, y, batch_size=batch_size, attack=adversarial)
 
@@ -810,12 +757,11 @@ def connect(
     grid = store.resolve_grid(grid, (points,), names)
     ts = np.linspace(0.0, 1.0, points)
     values, done = grid.arrays, grid.done
-    distributed.sync_done(done)
     pending = [i for (i,) in grid.pending()][:stop_after_points]
     X_bn, y_bn = bn_data if bn_data is not None else train_data
     net = curve.net
 
-    def work(i: int) -> dict[str, float]:
+    def work(i: int) -> list[tuple[tuple[int], dict[str, float]]]:
         row: dict[str, float] = {}
         for prefix, at in (("", curve.params_at), ("line_", curve.line_at)):
             with torch.no_grad():
@@ -833,7 +779,7 @@ def connect(
             net.eval()
             for split, (X, y) in (("train", train_data), ("test", test_data)):
                 ev = evaluate(
-                    lambda x, p=params, s=stats: functional_forward(net, p, x, s),
+                    forward_at(net, params, stats),
                     X,
                     y,
                     attack,
@@ -845,18 +791,10 @@ def connect(
                 if attack.eps > 0:
                     row[f"{prefix}adv_{split}_loss"] = ev.adv_loss
                     row[f"{prefix}adv_{split}_error"] = ev.adv_error
-        return row
-
-    def record(i: int, row: dict[str, float]) -> None:
-        grid.record((i,), row)
-        if progress:
-            progress(int(done.sum()), points)
+        return [((i,), row)]
 
     # Points of t are dealt to ranks from a shared queue under torchrun; rank 0 records them.
-    try:
-        distributed.run_queue(pending, work, record)
-    finally:
-        grid.flush()
+    grid.run(pending, work, progress)
     return Connectivity(
         t=ts,
         done=done.copy(),

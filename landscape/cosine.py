@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import distributed
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import make_directions, on_params, random_direction, unit
-from .params import ParamDict, combine, functional_forward, named_params
+from .params import ParamDict, combine, eval_mode, forward_at, named_params
 from .store import Grid, resolve_grid
 from .util import BadInput, make_generator
 
@@ -124,10 +123,7 @@ def _attack_pair(
         xb, yb = X[i : i + batch_size], y[i : i + batch_size]
         deltas = []
         for j, params in enumerate((plus, minus)):
-
-            def forward(x: Tensor, params: ParamDict = params) -> Tensor:
-                return functional_forward(model, params, x)
-
+            forward = forward_at(model, params)
             x_adv = perturb(forward, xb, yb, attack, generator=gens[j])
             with torch.no_grad():
                 logits = forward(x_adv)
@@ -206,10 +202,8 @@ def cosine(
     shape = (alphas.size,)
     grid = resolve_grid(grid, shape, FIELDS)
     arrays, done = grid.arrays, grid.done
-    distributed.sync_done(done)
-    finished = int(done.sum())
 
-    def work(i: int) -> dict[str, float]:
+    def work(i: int) -> list[tuple[tuple[int], dict[str, float]]]:
         a = alphas[i]
         values: dict[str, float] = {}
         for kind in KINDS:
@@ -234,22 +228,10 @@ def cosine(
             values[f"zero_perturbations_{kind}"] = float(runs[:, 1].sum())
             values[f"robust_error_{kind}_plus"] = float(runs[:, 2].mean())
             values[f"robust_error_{kind}_minus"] = float(runs[:, 3].mean())
-        return values
+        return [((i,), values)]
 
-    def record(i: int, values: dict[str, float]) -> None:
-        nonlocal finished
-        grid.record((i,), values)
-        finished += 1
-        if progress is not None:
-            progress(finished, alphas.size)
-
-    was_training = model.training
-    model.eval()
-    try:  # one value of a per task, dealt to ranks under torchrun
-        distributed.run_queue([i for i in range(alphas.size) if not done[i]], work, record)
-    finally:
-        model.train(was_training)
-        grid.flush()
+    with eval_mode(model):  # one value of a per task, dealt to ranks under torchrun
+        grid.run([i for i in range(alphas.size) if not done[i]], work, progress)
     out = {f: arrays[f].copy() for f in FIELDS}
     for kind in KINDS:
         key = f"zero_perturbations_{kind}"

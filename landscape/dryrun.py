@@ -49,7 +49,7 @@ from torch.func import vmap
 
 from . import store
 from .attacks import AttackConfig, perturb
-from .params import functional_forward
+from .params import eval_mode, functional_forward
 from .util import BadInput, make_generator
 
 KINDS = ("forward", "forward_stacked", "input_grad", "weight_grad", "hvp")
@@ -204,9 +204,7 @@ class Calibration:
         return lambda: op.matvec(v)
 
     def _measure(self, kind: str, points: int) -> float:
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             work = self._work(kind, points)
             with torch.no_grad() if kind in ("forward", "forward_stacked") else torch.enable_grad():
                 work()
@@ -219,8 +217,6 @@ class Calibration:
                     if time.perf_counter() - start >= CALIBRATION_SECONDS:
                         break
                 elapsed = time.perf_counter() - start
-        finally:
-            self.model.train(was_training)
         return elapsed / repeats / (self.x.shape[0] * points)
 
     def seconds(self, passes: Mapping[str, int], points: int = 1) -> float:

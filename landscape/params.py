@@ -7,7 +7,8 @@ always matched by name, never by position.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -38,9 +39,75 @@ def functional_forward(
     return functional_call(model, tensors, (x,), strict=False)
 
 
-def forward_at(model: nn.Module, params: Mapping[str, Tensor]) -> Callable[[Tensor], Tensor]:
-    """A callable `x -> logits` for the model at `params`, usable wherever a model is."""
-    return lambda x: functional_forward(model, params, x)
+def forward_at(
+    model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor] | None = None
+) -> Callable[[Tensor], Tensor]:
+    """A callable `x -> logits` for the model at `params` (and `buffers`), usable wherever a
+    model is."""
+    return lambda x: functional_forward(model, params, x, buffers)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode for the block; its own mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def estimate_bn(
+    net: nn.Module,
+    params: Mapping[str, Tensor],
+    X: Tensor,
+    y: Tensor | None = None,
+    *,
+    batch_size: int = 500,
+    attack: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """BN running statistics of `net` at `params`, re-estimated on X from fresh buffers.
+
+    One pass in train mode, batches weighted by their size (for equal batches this is
+    torch's momentum=None cumulative average); `attack`, when given, maps each clean
+    batch to the inputs BN should see and runs in eval mode. Returns {buffer name: tensor}
+    for a functional call, {} for a network without BN; the network's own buffers,
+    momenta and mode are left as they were.
+    """
+    bns = [
+        (name, m)
+        for name, m in net.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    ]
+    if not bns:
+        return {}
+    buffers: dict[str, Tensor] = {}
+    for name, m in bns:
+        prefix = f"{name}." if name else ""
+        buffers[prefix + "running_mean"] = torch.zeros_like(m.running_mean)
+        buffers[prefix + "running_var"] = torch.ones_like(m.running_var)
+        buffers[prefix + "num_batches_tracked"] = torch.zeros_like(m.num_batches_tracked)
+    momenta = [m.momentum for _, m in bns]
+    was_training = net.training
+    seen = 0
+    try:
+        for i in range(0, X.shape[0], batch_size):
+            xb = X[i : i + batch_size]
+            if attack is not None:
+                net.eval()
+                xb = attack(xb, y[i : i + batch_size])
+            seen += xb.shape[0]
+            for _, m in bns:
+                m.momentum = xb.shape[0] / seen
+            net.train()
+            with torch.no_grad():
+                functional_forward(net, params, xb, buffers)
+    finally:
+        for (_, m), momentum in zip(bns, momenta):
+            m.momentum = momentum
+        net.train(was_training)
+    return buffers
 
 
 def flatten(params: Mapping[str, Tensor], names: list[str] | None = None) -> Tensor:

@@ -35,10 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad
 
-from . import distributed
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import Directions, make_directions, on_params, unit
-from .params import ParamDict, combine, functional_forward, named_params
+from .params import ParamDict, combine, eval_mode, forward_at, functional_forward, named_params
 from .store import Grid, resolve_grid
 from .util import BadInput, make_generator
 
@@ -117,10 +116,7 @@ def _adv_gradient(
 ) -> Tensor:
     """grad L_eps at `params`: PGD examples generated there (seeded), then the loss gradient."""
     if attack is not None:
-
-        def forward(x: Tensor) -> Tensor:
-            return functional_forward(model, params, x)
-
+        forward = forward_at(model, params)
         gen = make_generator(seed, X.device)
         X = torch.cat(
             [
@@ -210,11 +206,9 @@ def smoothness(
     shape = (radii.size,)
     grid = resolve_grid(grid, shape, fields)
     arrays, done = grid.arrays, grid.done
-    distributed.sync_done(done)
-    finished = int(done.sum())
     g0: dict[tuple[str, int], Tensor] = {}
 
-    def work(i: int) -> dict[str, float]:
+    def work(i: int) -> list[tuple[tuple[int], dict[str, float]]]:
         r = float(radii[i])
         values: dict[str, float] = {}
         for n in norms:
@@ -226,29 +220,17 @@ def smoothness(
                 ratios.append(float(torch.linalg.vector_norm(g - g0[(n, j)])) / r)
             values[f"lipschitz_{n}_mean"] = float(np.mean(ratios))
             values[f"lipschitz_{n}_std"] = float(np.std(ratios, ddof=1)) if len(ratios) > 1 else 0.0
-        return values
+        return [((i,), values)]
 
-    def record(i: int, values: dict[str, float]) -> None:
-        nonlocal finished
-        grid.record((i,), values)
-        finished += 1
-        if progress is not None:
-            progress(finished, radii.size)
-
-    was_training = model.training
-    model.eval()
-    try:
-        pending = [i for i in range(radii.size) if not done[i]]
+    pending = [i for i in range(radii.size) if not done[i]]
+    with eval_mode(model):
         if pending:  # the reference gradients at theta, on every rank
             g0.update(
                 ((n, j), _adv_gradient(model, base, X, y, attacks[n], seeds[j], batch_size))
                 for n in norms
                 for j in range(len(vectors))
             )
-        distributed.run_queue(pending, work, record)  # one radius per task
-    finally:
-        model.train(was_training)
-        grid.flush()
+        grid.run(pending, work, progress)  # one radius per task
     return Smoothness(
         radius=radii,
         done=done.copy(),

@@ -15,7 +15,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from . import distributed
 from .util import BadInput, atomic_path, file_lock
 
 FORMAT = "landscape-results"
@@ -344,13 +345,15 @@ def nonfinite_where(mask: np.ndarray, coords: Mapping[str, np.ndarray], limit: i
 
 
 def resolve_grid(grid: Grid | None, shape: tuple[int, ...], fields: Sequence[str]) -> Grid:
-    """The caller's persistent grid, checked against the analysis's shape and fields, or an in-memory one."""
+    """The caller's persistent grid, checked against the analysis's shape and fields, or an
+    in-memory one. Under torchrun every rank's `done` mask becomes rank 0's."""
     if grid is None:
-        return Grid.in_memory(shape, fields)
-    if grid.shape != tuple(shape) or set(grid.arrays) != set(fields):
+        grid = Grid.in_memory(shape, fields)
+    elif grid.shape != tuple(shape) or set(grid.arrays) != set(fields):
         raise BadInput(
             f"the grid has shape {grid.shape} and fields {sorted(grid.arrays)}; expected {tuple(shape)}, {sorted(fields)}"
         )
+    distributed.sync_done(grid.done)
     return grid
 
 
@@ -453,6 +456,33 @@ class Grid:
         self.done[index] = True
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def run(
+        self,
+        tasks: Sequence[Any],
+        work: Callable[[Any], list[tuple[Sequence[int], dict[str, float]]]],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Compute and record the points of `tasks`: `work(task)` returns [(index, values)].
+
+        Under torchrun the tasks are dealt to ranks (`distributed.run_queue`) and rank 0
+        records every point; `progress(done, total)` follows each one. The sidecar is
+        flushed at the end, also when the work stops on an error or an interrupt.
+        """
+        finished, total = int(self.done.sum()), self.done.size
+
+        def record(_: Any, points: list[tuple[Sequence[int], dict[str, float]]]) -> None:
+            nonlocal finished
+            for index, values in points:
+                self.record(tuple(int(i) for i in index), values)
+                finished += 1
+                if progress is not None:
+                    progress(finished, total)
+
+        try:
+            distributed.run_queue(tasks, work, record)
+        finally:
             self.flush()
 
     def flush(self) -> None:

@@ -5,7 +5,7 @@ At every grid point: the clean loss and error, and for eps > 0 the adversarial l
 error with PGD regenerated at that point (eval mode, the same random start at every point:
 common random numbers keep the surface free of start-to-start noise). BatchNorm runs in
 eval mode with the checkpoint's statistics (`bn="eval"`) or with statistics re-estimated
-on the analysed data at each point (`bn="recompute"`, a cumulative average over its
+on the analysed data at each point (`bn="recompute"`, a size-weighted average over its
 batches, as for mode connectivity).
 
 One model instance serves every point: parameters are swapped in by name through
@@ -26,10 +26,18 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from . import distributed
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import Directions, make_directions, on_params
-from .params import ParamDict, combine, functional_forward, global_norm, named_params
+from .params import (
+    ParamDict,
+    combine,
+    estimate_bn,
+    eval_mode,
+    forward_at,
+    functional_forward,
+    global_norm,
+    named_params,
+)
 from .store import Grid, resolve_grid
 from .util import BadInput, make_generator
 
@@ -125,36 +133,6 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def recompute_bn(
-    model: nn.Module, params: Mapping[str, Tensor], X: Tensor, batch_size: int
-) -> dict[str, Tensor]:
-    """BatchNorm statistics re-estimated at `params`: a cumulative average over the batches of X."""
-    bns = [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
-    buffers: dict[str, Tensor] = {}
-    for name, m in bns:
-        prefix = f"{name}." if name else ""
-        buffers[prefix + "running_mean"] = torch.zeros_like(m.running_mean)
-        buffers[prefix + "running_var"] = torch.ones_like(m.running_var)
-        buffers[prefix + "num_batches_tracked"] = torch.zeros_like(m.num_batches_tracked)
-    saved = [(m, m.momentum, m.training) for _, m in bns]
-    try:
-        for _, m in bns:
-            m.momentum = None
-            m.train()
-        with torch.no_grad():
-            for i in range(0, X.shape[0], batch_size):
-                functional_forward(model, params, X[i : i + batch_size], buffers)
-    finally:
-        for m, momentum, training in saved:
-            m.momentum = momentum
-            m.train(training)
-    return buffers
-
-
 def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     """Per-example cross-entropy as logsumexp(z) - z_y: F.cross_entropy's numbers, several
     times faster on a CPU, where it is a large part of a small model's clean point."""
@@ -236,12 +214,8 @@ def _point(
 ) -> Callable[[Tensor], Tensor]:
     """The model's forward at base + sum_k c_k d_k (BN re-estimated on X when `recompute`)."""
     params = combine(base, *((float(c), d) for c, d in zip(coeffs.tolist(), vectors)))
-    buffers = recompute_bn(model, params, X, batch_size) if recompute else None
-
-    def forward(x: Tensor) -> Tensor:
-        return functional_forward(model, params, x, buffers)
-
-    return forward
+    buffers = estimate_bn(model, params, X, batch_size=batch_size) if recompute else None
+    return forward_at(model, params, buffers)
 
 
 def default_points_per_batch(device: torch.device) -> int:
@@ -312,15 +286,13 @@ def surface(
     recompute = bn == "recompute" and has_batchnorm(model)
     per_call = 1 if recompute else (points_per_batch or default_points_per_batch(device))
     total = coeffs.shape[0]
-    distributed.sync_done(done)
-    finished = int(done.sum())
     flat_done = done.reshape(-1)
     # Work units: the fixed blocks of flat indices that still hold a pending point. Under
     # torchrun they are dealt to ranks from a shared queue; the arithmetic of a block does
     # not depend on the rank, so the arrays equal one process's bit for bit.
     blocks = [s for s in range(0, total, per_call) if not flat_done[s : s + per_call].all()]
 
-    def work(start: int) -> list[tuple[int, dict[str, float]]]:
+    def work(start: int) -> list[tuple[tuple[int, ...], dict[str, float]]]:
         block = range(start, min(start + per_call, total))
         pending = [i for i in block if not flat_done[i]]
         if per_call > 1:
@@ -342,24 +314,11 @@ def surface(
                     forward, X, y, attack=attack, generator=gen, batch_size=batch_size
                 )
                 values.update(zip(ADV_FIELDS, adv))
-            out.append((i, values))
+            out.append(([int(j) for j in np.unravel_index(i, shape)], values))
         return out
 
-    def record(start: int, results: list[tuple[int, dict[str, float]]]) -> None:
-        nonlocal finished
-        for i, values in results:
-            grid.record(tuple(int(j) for j in np.unravel_index(i, shape)), values)
-            finished += 1
-            if progress is not None:
-                progress(finished, total)
-
-    was_training = model.training
-    model.eval()
-    try:
-        distributed.run_queue(blocks, work, record)
-    finally:
-        model.train(was_training)
-        grid.flush()
+    with eval_mode(model):
+        grid.run(blocks, work, progress)
 
     traj = dset.trajectory
     return Surface(

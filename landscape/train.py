@@ -33,7 +33,7 @@ from .attacks import AttackConfig, attack_config, evaluate
 from .checkpoint import build_from_spec, model_spec, read_checkpoint, save_checkpoint
 from .data import augment, batches, dataset_info, load_dataset
 from .optim import LOSSES, RULES, BatchLoss, BatchStats, StepContext, UpdateRule
-from .params import global_norm
+from .params import eval_mode, global_norm
 from .schedules import EpsSchedule, LrSchedule, Periods, Schedule
 from .util import BadInput, atomic_path, make_generator
 
@@ -552,8 +552,5 @@ def train(
 
 def _evaluate(model: nn.Module, X: Tensor, y: Tensor, config: TrainConfig):
     """Test metrics under the run's own target attack, in eval mode; restores train mode."""
-    cfg = config.target_attack()
-    was_training = model.training
-    result = evaluate(model, X, y, cfg, seed=config.seed)
-    model.train(was_training)
-    return result
+    with eval_mode(model):
+        return evaluate(model, X, y, config.target_attack(), seed=config.seed)

@@ -9,9 +9,9 @@ from landscape.cli import main
 from landscape.data import load_dataset
 from landscape.directions import Directions, random_direction
 from landscape.models import build_model
-from landscape.params import named_params
+from landscape.params import estimate_bn, named_params
 from landscape.store import Grid, read_group
-from landscape.surface import parse_range, recompute_bn, surface
+from landscape.surface import parse_range, surface
 from landscape.util import BadInput
 
 
@@ -153,7 +153,7 @@ def test_batchnorm_recomputed_at_the_origin_uses_the_datas_statistics():
     )
     X, y = load_dataset("digits", "train")
     X, y = X[:64], y[:64]
-    buffers = recompute_bn(model, named_params(model), X, batch_size=32)
+    buffers = estimate_bn(model, named_params(model), X, batch_size=32)
     reference = build_model(
         "vgg", input_shape=(1, 8, 8), num_classes=10, mean=[0.3], std=[0.4], width=1
     )
