@@ -426,6 +426,48 @@ def load_curve(path: str | Path, device: str | torch.device = "cpu") -> tuple[Be
     return curve, obj
 
 
+def stored_curve(
+    out: Path,
+    config: CurveConfig,
+    ends: Endpoints,
+    *,
+    overwrite: bool,
+    device: str | torch.device = "cpu",
+) -> tuple[tuple[BezierCurve, dict] | None, dict[str, Any] | None]:
+    """(the finished curve in `out` as `load_curve` gives it, the resume state beside it) for
+    this config and these endpoints, each None where absent. Another config or other
+    endpoints are bad input unless `overwrite`, which ignores them."""
+    identity = _identity(config, ends)
+    resume = resume_path(out)
+    if out.exists():
+        curve, obj = load_curve(out, device)
+        stored = store.canonical_config(
+            {
+                "config": obj.get("train", {}).get("config", {}),
+                "start_sha256": obj.get("endpoints", {}).get("start_sha256"),
+                "end_sha256": obj.get("endpoints", {}).get("end_sha256"),
+            }
+        )
+        if stored == identity:
+            return (curve, obj), None
+        if not overwrite:
+            raise BadInput(
+                f"{out} holds a curve with another config or other endpoints; use another "
+                f"--curve-out or --overwrite"
+            )
+    if not resume.exists():
+        return None, None
+    state = read_checkpoint(resume, map_location=device)
+    if isinstance(state, Mapping) and state.get("identity") == identity:
+        return None, state
+    if not overwrite:
+        raise BadInput(
+            f"{resume} holds an unfinished curve with another config or other "
+            f"endpoints; use another --curve-out or --overwrite"
+        )
+    return None, None
+
+
 def train_curve(
     ends: Endpoints,
     config: CurveConfig,
@@ -455,48 +497,24 @@ def train_curve(
         "end_sha256": ends.end_sha256,
     }
 
-    if out.exists():
-        curve, obj = load_curve(out, device)
-        cfg = obj.get("train", {}).get("config", {})
-        stored = store.canonical_config(
-            {
-                "config": cfg,
-                "start_sha256": obj.get("endpoints", {}).get("start_sha256"),
-                "end_sha256": obj.get("endpoints", {}).get("end_sha256"),
-            }
+    reused, state = stored_curve(out, config, ends, overwrite=overwrite, device=device)
+    if reused is not None:
+        curve, obj = reused
+        resume.unlink(missing_ok=True)  # left by a kill just after the curve file
+        meta = obj["train"]
+        return CurveTraining(
+            curve=curve,
+            path=out,
+            spec=dict(obj["spec"]),
+            epochs=int(meta["epoch"]),
+            steps=int(meta["step"]),
+            resumed_from_epoch=int(meta["epoch"]),
+            reused=True,
+            complete=True,
+            loss=tuple(meta["history"]["loss"]),
+            robust_error=tuple(meta["history"]["robust_error"]),
+            elapsed_s=0.0,
         )
-        if stored == identity:
-            resume.unlink(missing_ok=True)  # left by a kill just after the curve file
-            meta = obj["train"]
-            return CurveTraining(
-                curve=curve,
-                path=out,
-                spec=dict(obj["spec"]),
-                epochs=int(meta["epoch"]),
-                steps=int(meta["step"]),
-                resumed_from_epoch=int(meta["epoch"]),
-                reused=True,
-                complete=True,
-                loss=tuple(meta["history"]["loss"]),
-                robust_error=tuple(meta["history"]["robust_error"]),
-                elapsed_s=0.0,
-            )
-        if not overwrite:
-            raise BadInput(
-                f"{out} holds a curve with another config or other endpoints; use another "
-                f"--curve-out or --overwrite"
-            )
-
-    state = None
-    if resume.exists():
-        state = read_checkpoint(resume, map_location=device)
-        if not isinstance(state, Mapping) or state.get("identity") != identity:
-            if not overwrite:
-                raise BadInput(
-                    f"{resume} holds an unfinished curve with another config or other "
-                    f"endpoints; use another --curve-out or --overwrite"
-                )
-            state = None
     # Every rank reads the files above; then rank 0, the only writer, may change them.
     distributed.barrier()
     main = distributed.world().is_main

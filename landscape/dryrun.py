@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -340,32 +339,14 @@ def grid_done(
     group: str,
     config: Mapping[str, Any],
     shape: tuple[int, ...],
+    fields: Sequence[str],
     *,
     overwrite: bool,
 ) -> tuple[np.ndarray, bool]:
-    """(points already done, stored complete) for a grid run, read without writing anything.
-
-    Same decisions as `store.find_complete` and `store.Grid`: another config stored or in
-    the sidecar is bad input unless `overwrite`; an unreadable sidecar counts as no work.
-    """
-    done = np.zeros(shape, dtype=bool)
-    if store.find_complete(out, group, config, overwrite=overwrite):
-        return ~done, True
-    sidecar = store.sidecar_path(out, group)
-    if not sidecar.exists() or overwrite:
-        return done, False
-    try:
-        with h5py.File(sidecar, "r") as f:
-            mask = f.get("done")
-            if not isinstance(mask, h5py.Dataset) or tuple(mask.shape) != tuple(shape):
-                problem = "is not a sidecar of this grid"
-            elif store.text_attr(f.attrs, "config") != store.canonical_config(config):
-                problem = "holds partial work with another config"
-            else:
-                return mask[()].astype(bool), False
-    except OSError:
-        problem = "is not a readable HDF5 file"
-    raise BadInput(f"{sidecar} {problem}; pass --overwrite to discard it")
+    """(points already done, stored complete) for a grid run: the run's own `store.Grid`,
+    opened read-only, so the plan makes the real run's decisions and writes nothing."""
+    grid = store.Grid(out, group, config, shape, fields, overwrite=overwrite, read_only=True)
+    return (np.ones(shape, dtype=bool), True) if grid.stored else (grid.done, False)
 
 
 def _resume_note(tally: _Tally, done: np.ndarray, complete: bool) -> None:
@@ -421,7 +402,8 @@ def surface_plan(
             attack=attack,
             **direction_options,
         ).trajectory
-    done, complete = grid_done(out, group, config, shape, overwrite=overwrite)
+    fields = fields_for(attack.eps if attack is not None else 0.0)
+    done, complete = grid_done(out, group, config, shape, fields, overwrite=overwrite)
     _resume_note(tally, done, complete)
     recompute = bn == "recompute" and has_batchnorm(model)
     per_call = 1 if recompute else (points_per_batch or default_points_per_batch(X.device))
@@ -438,7 +420,6 @@ def surface_plan(
         tally.pgd(n, batch_size, attack, pending)
         if attack is not None:
             tally.add("forward", n, batch_size, pending)
-    fields = fields_for(attack.eps if attack is not None else 0.0)
     sizes = {"x": ((shape[0],), F64), "done": (shape, BOOL), "nonfinite": (shape, BOOL)}
     if dim == 2:
         sizes["y"] = ((shape[1],), F64)
@@ -477,7 +458,7 @@ def cosine_plan(
         _eigen_directions(tally, 1, n, attack if attack.eps > 0 else None)
     else:
         make_directions("eigen", model, 1, hessian_group=hessian_group, results_file=out)
-    done, complete = grid_done(out, group, config, alphas.shape, overwrite=overwrite)
+    done, complete = grid_done(out, group, config, alphas.shape, FIELDS, overwrite=overwrite)
     _resume_note(tally, done, complete)
     times = int((~done).sum()) * 2 * repeats * 2
     tally.pgd(n, batch_size, attack, times)
@@ -527,7 +508,9 @@ def smoothness_plan(
         _eigen_directions(tally, k, n, linf)
     else:
         make_directions(dirs, model, k, hessian_group=hessian_group, results_file=out)
-    done, complete = grid_done(out, group, config, radii.shape, overwrite=overwrite)
+    done, complete = grid_done(
+        out, group, config, radii.shape, fields_for(norms), overwrite=overwrite
+    )
     _resume_note(tally, done, complete)
     pending = int((~done).sum())
     points = (pending + 1 if pending else 0) * k
@@ -721,47 +704,28 @@ def connect_plan(
     """`landscape connect`: curve training (per mini-batch PGD at B(t) and a training pass),
     then at every pending t, for the curve and the line, BN re-estimation (clean, or a clean
     pass, PGD and a pass on the attacked data) and an evaluation of each split."""
-    from .checkpoint import read_checkpoint
-    from .connect import _identity, fields, load_curve, resume_path
+    from .connect import fields, stored_curve
     from .data import load_dataset
 
     tally = _Tally()
     X, y = load_dataset(ends.spec["dataset"], "train", data_root, device)
     X_test, _ = load_dataset(ends.spec["dataset"], "test", data_root, device)
-    done, complete = grid_done(out, group, settings, (points,), overwrite=overwrite)
+    done, complete = grid_done(
+        out, group, settings, (points,), fields(attack.eps > 0), overwrite=overwrite
+    )
     _resume_note(tally, done, complete)
-    identity, start = _identity(config, ends), 0
     epochs = config.epochs if config.order > 1 else 0
+    start = 0
     if complete:
         start = epochs
-    elif curve_path.exists():
-        _, obj = load_curve(curve_path, device)
-        stored = store.canonical_config(
-            {
-                "config": obj.get("train", {}).get("config", {}),
-                "start_sha256": obj["endpoints"].get("start_sha256"),
-                "end_sha256": obj["endpoints"].get("end_sha256"),
-            }
-        )
-        if stored == identity:
+    else:
+        reused, state = stored_curve(curve_path, config, ends, overwrite=overwrite, device=device)
+        if reused is not None:
             start = epochs
             tally.notes.append(f"{curve_path} holds this curve: no training")
-        elif not overwrite:
-            raise BadInput(
-                f"{curve_path} holds a curve with another config or other endpoints; use another "
-                f"--curve-out or --overwrite"
-            )
-    resume = resume_path(curve_path)
-    if start < epochs and resume.exists():
-        state = read_checkpoint(resume)
-        if state.get("identity") == identity:
+        elif state is not None:
             start = int(state["epoch"])
             tally.notes.append(f"curve training resumes after epoch {start}")
-        elif not overwrite:
-            raise BadInput(
-                f"{resume} holds an unfinished curve with another config or other "
-                f"endpoints; use another --curve-out or --overwrite"
-            )
     n, bs = int(X.shape[0]), config.batch_size
     for b in [min(bs, n - i) for i in range(0, n, bs)] * (epochs - start):
         tally.pgd(b, b, attack)

@@ -286,13 +286,18 @@ def list_groups(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def find_complete(
-    path: str | Path, group: str, config: Mapping[str, Any], *, overwrite: bool = False
+    path: str | Path,
+    group: str,
+    config: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+    tidy: bool = True,
 ) -> bool:
     """True when `group` is stored complete with exactly this config (a cache hit).
 
     The same name with another config is an error unless `overwrite`. On a hit, a sidecar
     of the same run is a leftover of a kill between the final write and its removal, and
-    is removed.
+    is removed (unless not `tidy`: a dry run writes nothing).
     """
     target = Path(path)
     if not target.exists():
@@ -308,7 +313,7 @@ def find_complete(
                 f"{target}:{group} exists with another config; choose another --name or --out, or pass --overwrite"
             )
         hit = same and text_attr(attrs, "status") == "complete"
-    if hit:
+    if hit and tidy:
         _drop_finished_sidecar(sidecar_path(target, group), canonical_config(config))
     return hit
 
@@ -380,6 +385,7 @@ class Grid:
         *,
         flush_seconds: float = 2.0,
         overwrite: bool = False,
+        read_only: bool = False,
     ):
         self.path = Path(path)
         self.group = "/" + group.strip("/")
@@ -392,8 +398,10 @@ class Grid:
         self.nonfinite = np.zeros(self.shape, dtype=bool)
         self._last_flush = time.monotonic()
         self._dirty = False
-        if self.path.exists():
-            find_complete(self.path, self.group, config, overwrite=overwrite)
+        self.read_only = read_only
+        self.stored = self.path.exists() and find_complete(
+            self.path, self.group, config, overwrite=overwrite, tidy=not read_only
+        )
         if self.sidecar.exists():
             self._load_sidecar(overwrite)
 
@@ -418,7 +426,8 @@ class Grid:
             problem = "is not a readable HDF5 file"
         if not overwrite:
             raise BadInput(f"{self.sidecar} {problem}; pass --overwrite to discard it")
-        self.sidecar.unlink()
+        if not self.read_only:
+            self.sidecar.unlink()
 
     def _sidecar_problem(self, f: h5py.File) -> str | None:
         """What is wrong with a sidecar of this run's config (hostile or damaged), or None."""
@@ -437,6 +446,7 @@ class Grid:
         """The same bookkeeping without a file, for analyses called without persistence."""
         grid = cls.__new__(cls)
         grid.path, grid.group, grid.config, grid.sidecar = None, "", "", None
+        grid.read_only, grid.stored = False, False
         grid.shape, grid.flush_seconds = tuple(shape), math.inf
         grid.arrays = {f: np.full(grid.shape, np.nan) for f in fields}
         grid.done = np.zeros(grid.shape, dtype=bool)
