@@ -708,6 +708,7 @@ class Connectivity:
     line_test_loss: np.ndarray
     line_test_error: np.ndarray
     done: np.ndarray
+    nonfinite: np.ndarray  # t whose loss was NaN/inf (stored as NaN)
     adv_train_loss: np.ndarray | None = None
     adv_train_error: np.ndarray | None = None
     adv_test_loss: np.ndarray | None = None
@@ -716,7 +717,6 @@ class Connectivity:
     line_adv_train_error: np.ndarray | None = None
     line_adv_test_loss: np.ndarray | None = None
     line_adv_test_error: np.ndarray | None = None
-    nonfinite: np.ndarray | None = None  # t whose loss was NaN/inf (stored as NaN)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import make_directions, on_params, random_direction, unit
 from .params import ParamDict, combine, eval_mode, forward_at, named_params
-from .store import Grid, resolve_grid
+from .store import MASKS, Grid, resolve_grid
 from .util import BadInput, make_generator
 
 KINDS = ("top", "random")
@@ -62,21 +62,15 @@ class Cosine:
     robust_error_random_minus: np.ndarray
     zero_perturbations_random: np.ndarray
     done: np.ndarray
+    nonfinite: np.ndarray  # values of a whose statistics were NaN/inf (stored as NaN)
     examples: int = 0
     repeats: int = 0
-    nonfinite: np.ndarray | None = None  # values of a whose statistics were NaN/inf (stored as NaN)
-
-    def _masks(self) -> dict[str, np.ndarray]:
-        masks = {"done": self.done}
-        if self.nonfinite is not None:
-            masks["nonfinite"] = self.nonfinite
-        return masks
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"alpha": self.alpha, **{f: getattr(self, f) for f in FIELDS}, **self._masks()}
+        return {"alpha": self.alpha, **{f: getattr(self, f) for f in (*FIELDS, *MASKS)}}
 
     def dims(self) -> dict[str, tuple[str]]:
-        return {f: ("alpha",) for f in (*FIELDS, *self._masks())}
+        return {f: ("alpha",) for f in (*FIELDS, *MASKS)}
 
     def attrs(self) -> dict[str, int]:
         """What the zero counts are out of: examples x repeats per direction kind and a."""

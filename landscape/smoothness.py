@@ -38,7 +38,7 @@ from torch.func import grad
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import Directions, make_directions, on_params, unit
 from .params import ParamDict, combine, eval_mode, forward_at, functional_forward, named_params
-from .store import Grid, resolve_grid
+from .store import MASKS, Grid, resolve_grid
 from .util import BadInput, make_generator
 
 NORMS = ("clean", "linf", "l2")
@@ -69,21 +69,15 @@ class Smoothness:
 
     radius: np.ndarray
     done: np.ndarray
+    nonfinite: np.ndarray  # radii whose gradients were NaN/inf (stored as NaN)
     lipschitz: dict[str, np.ndarray] = field(default_factory=dict)  # "lipschitz_<norm>_<mean|std>"
     eps: dict[str, float] = field(default_factory=dict)  # norm -> budget
-    nonfinite: np.ndarray | None = None  # radii whose gradients were NaN/inf (stored as NaN)
-
-    def _masks(self) -> dict[str, np.ndarray]:
-        masks = {"done": self.done}
-        if self.nonfinite is not None:
-            masks["nonfinite"] = self.nonfinite
-        return masks
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"radius": self.radius, **self.lipschitz, **self._masks()}
+        return {"radius": self.radius, **self.lipschitz, **{m: getattr(self, m) for m in MASKS}}
 
     def dims(self) -> dict[str, tuple[str]]:
-        return {f: ("radius",) for f in (*self.lipschitz, *self._masks())}
+        return {f: ("radius",) for f in (*self.lipschitz, *MASKS)}
 
     def attrs(self) -> dict[str, float]:
         return {f"eps_{n}": e for n, e in self.eps.items()}

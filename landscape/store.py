@@ -349,6 +349,9 @@ def nonfinite_where(mask: np.ndarray, coords: Mapping[str, np.ndarray], limit: i
     return "; ".join(shown) + more
 
 
+MASKS = ("done", "nonfinite")  # a grid's finished points and its non-finite ones
+
+
 def resolve_grid(grid: Grid | None, shape: tuple[int, ...], fields: Sequence[str]) -> Grid:
     """The caller's persistent grid, checked against the analysis's shape and fields, or an
     in-memory one. Under torchrun every rank's `done` mask becomes rank 0's."""

@@ -38,7 +38,7 @@ from .params import (
     global_norm,
     named_params,
 )
-from .store import Grid, resolve_grid
+from .store import MASKS, Grid, resolve_grid
 from .util import BadInput, make_generator
 
 BN_MODES = ("eval", "recompute")
@@ -86,6 +86,7 @@ class Surface:
     loss: np.ndarray
     error: np.ndarray
     done: np.ndarray
+    nonfinite: np.ndarray  # points whose loss was NaN/inf (stored as NaN)
     y: np.ndarray | None = None
     adv_loss: np.ndarray | None = None
     adv_error: np.ndarray | None = None
@@ -93,7 +94,6 @@ class Surface:
     trajectory: np.ndarray | None = None  # pca: (checkpoints, dim) coordinates
     trajectory_epoch: np.ndarray | None = None
     direction_norms: tuple[float, ...] = ()
-    nonfinite: np.ndarray | None = None  # points whose loss was NaN/inf (stored as NaN)
 
     def attrs(self) -> dict[str, list[float]]:
         """The global norm of each direction: the parameter distance of coordinate 1."""
@@ -112,16 +112,13 @@ class Surface:
 
     def dims(self) -> dict[str, tuple[str | None, ...]]:
         axes = tuple(self.coords())
-        masks = ("done", "nonfinite") if self.nonfinite is not None else ("done",)
-        out: dict[str, tuple[str | None, ...]] = {n: axes for n in (*self.fields(), *masks)}
+        out: dict[str, tuple[str | None, ...]] = {n: axes for n in (*self.fields(), *MASKS)}
         for n in self.extras():
             out[n] = (None, None)
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
-        masks = {"done": self.done}
-        if self.nonfinite is not None:
-            masks["nonfinite"] = self.nonfinite
+        masks = {m: getattr(self, m) for m in MASKS}
         return {**self.coords(), **self.fields(), **masks, **self.extras()}
 
 
