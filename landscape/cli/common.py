@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,6 +350,33 @@ def add_rows(rows: dict[str, Any], eps: float, several: bool, stats: dict[str, A
     rows.update({(f"eps {eps:.4g}: " if several else "") + k: v for k, v in stats.items()})
 
 
+def open_grid(
+    out: str,
+    group: str,
+    config: dict[str, Any],
+    shape: tuple[int, ...],
+    fields: Sequence[str],
+    *,
+    overwrite: bool,
+) -> Any:
+    """The run's resumable `store.Grid`, or None on every rank when it is stored complete.
+
+    Under torchrun rank 0 alone opens the results file and the sidecar (its BadInput
+    reaches every rank); the other ranks compute into an in-memory grid.
+    """
+    from ..store import Grid
+
+    grids: list[Any] = []
+
+    def open_on_main() -> bool:
+        grids.append(Grid(out, group, config, shape, fields, overwrite=overwrite))
+        return grids[0].stored
+
+    if distributed.on_main(open_on_main):
+        return None
+    return grids[0] if grids else Grid.in_memory(shape, fields)
+
+
 def grid_run(
     analysis: str,
     inputs: AnalysisInputs,
@@ -366,19 +393,15 @@ def grid_run(
     """Cache check, resumable grid, progress, provenance and the atomic write of one run."""
     import time
 
-    from ..store import Grid, find_complete, read_group
+    from ..store import read_group
 
     group = f"/{analysis}/{run}"
     # Under torchrun rank 0 alone reads and writes the results file and the sidecar;
     # the other ranks compute into an in-memory grid and return None.
     main = distributed.world().is_main
-    cached = distributed.on_main(lambda: find_complete(out, group, config, overwrite=overwrite))
+    grid = open_grid(out, group, config, shape, fields, overwrite=overwrite)
+    cached = grid is None
     if not cached:
-        grids: list[Any] = []
-        distributed.on_main(
-            lambda: grids.append(Grid(out, group, config, shape, fields, overwrite=overwrite))
-        )
-        grid = grids[0] if main else Grid.in_memory(shape, fields)
         start = time.perf_counter()
         with progress_bar(math.prod(shape), analysis) as bar:
             result = compute(

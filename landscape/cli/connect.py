@@ -15,6 +15,7 @@ from .common import (
     common,
     foreign_options,
     lr_schedule_options,
+    open_grid,
     progress_bar,
     run_name,
     summary,
@@ -227,16 +228,8 @@ def connect_(
     status = "stored"
     # Under torchrun rank 0 alone reads and writes the results file and its sidecar.
     main = distributed.world().is_main
-    if not distributed.on_main(
-        lambda: store.find_complete(out, group, settings, overwrite=overwrite)
-    ):
-        grids: list[Any] = []
-        distributed.on_main(
-            lambda: grids.append(
-                store.Grid(out, group, settings, (points,), fields(eps > 0), overwrite=overwrite)
-            )
-        )
-        grid = grids[0] if main else None
+    grid = open_grid(out, group, settings, (points,), fields(eps > 0), overwrite=overwrite)
+    if grid is not None:
         started = time.perf_counter()
         with progress_bar(config.epochs, "connect") as bar:
             task = bar.add_task("curve", total=config.epochs, info="train curve")
