@@ -86,7 +86,7 @@ def expected_params(arch, shape, k, w):
     raise AssertionError(arch)
 
 
-@pytest.mark.parametrize("arch,shape", itertools.product(ARCHS, SHAPES))
+@pytest.mark.parametrize("arch,shape", list(itertools.product(ARCHS, SHAPES)))
 def test_output_shape(arch, shape):
     model = make(arch, shape, k=7, width=2)
     assert model(torch.rand(3, *shape)).shape == (3, 7)
@@ -109,7 +109,7 @@ def test_other_input_sizes(arch, shape):
 
 @pytest.mark.parametrize(
     "arch,width,shape",
-    itertools.product(ARCHS, (1, 3), [(1, 28, 28), (3, 32, 32)]),
+    list(itertools.product(ARCHS, (1, 3), [(1, 28, 28), (3, 32, 32)])),
 )
 def test_param_count(arch, width, shape):
     assert n_params(make(arch, shape, k=10, width=width)) == expected_params(arch, shape, 10, width)

@@ -1,6 +1,22 @@
+import json
+import re
 from pathlib import Path
 
 from landscape.plots import render_file
+
+
+def plotly_figures(page: str) -> list[dict]:
+    """The data and layout of every `Plotly.newPlot(id, data, layout, config)` call in a page.
+
+    Read as JSON rather than searched as text: plotly escapes non-ASCII (ε becomes \\u03b5).
+    """
+    decoder = json.JSONDecoder()
+    figures = []
+    for match in re.finditer(r"Plotly\.newPlot\(\s*\"[^\"]*\",\s*", page):
+        data, end = decoder.raw_decode(page, match.end())
+        layout, _ = decoder.raw_decode(page, page.index("{", end))
+        figures.append({"data": data, "layout": layout})
+    return figures
 
 
 def test_trace_renderer_writes_static_and_interactive(digits_run, tmp_path):
@@ -16,4 +32,6 @@ def test_trace_renderer_writes_static_and_interactive(digits_run, tmp_path):
     ]
     assert (tmp_path / "trace.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "trace.html").read_text()
-    assert "plotly" in page and "ε = 0.1" in page
+    figures = plotly_figures(page)
+    assert len(figures) == 1
+    assert any("ε = 0.1" in (trace.get("name") or "") for trace in figures[0]["data"])
