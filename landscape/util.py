@@ -16,7 +16,20 @@ import torch
 
 
 class BadInput(ValueError):
-    """A user-facing input problem. The CLI prints it as one `Error: ...` line and exits 2."""
+    """A user-facing input problem. The CLI prints it as one `Error: ...` line and exits 2.
+
+    Library code names the argument at fault with `argument=` and writes `{arg}` where the
+    message names it: `str(exc)` says the argument (`top 25 must be ...`), and the CLI
+    renders its own flag there instead (`--top 25 must be ...`, `BadInput.render`).
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None) -> None:
+        self.template, self.argument = message, argument
+        super().__init__(self.render(argument))
+
+    def render(self, name: str | None) -> str:
+        """The message with `{arg}` replaced by `name` (the argument, or a CLI flag)."""
+        return self.template.replace("{arg}", name or self.argument or "")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
