@@ -38,6 +38,7 @@ from .params import ParamDict, flatten, functional_forward, unflatten
 from .util import BadInput, make_generator
 
 METHODS = ("lanczos", "power")
+MATRICES = ("hessian",)
 # Lanczos stops when every Ritz residual is below tol * |lambda|; fp32 products are
 # good to ~1e-7 relative, so tighter asks only buy restarts.
 LANCZOS_TOL = 1e-6
@@ -248,6 +249,24 @@ class HessianOperator:
         return scipy.sparse.linalg.LinearOperator(
             (self.dim, self.dim), matvec=matvec, rmatvec=matvec, matmat=matmat, dtype=np.float64
         )
+
+
+def make_operator(
+    matrix: str,
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    *,
+    params: Sequence[str] | None = None,
+    batch_size: int = 256,
+    loss_fn: LossFn | None = None,
+) -> HessianOperator:
+    """The curvature operator `matrix` of the mean loss over (X, y)."""
+    if matrix not in MATRICES:
+        raise BadInput(
+            f"{{arg}} {matrix!r} is not valid; use one of {', '.join(MATRICES)}", argument="matrix"
+        )
+    return HessianOperator(model, X, y, params=params, batch_size=batch_size, loss_fn=loss_fn)
 
 
 def hvp(

@@ -234,7 +234,7 @@ class Calibration:
 
 
 @dataclass
-class _Tally:
+class Tally:
     """Example-passes and calls by kind, accumulated while walking a command's loops."""
 
     passes: Counter = field(default_factory=Counter)
@@ -242,13 +242,22 @@ class _Tally:
     notes: list[str] = field(default_factory=list)
     exact: bool = True
 
-    def add(self, kind: str, examples: int, batch_size: int, times: int = 1, rows: int = 1) -> None:
-        """`times` passes of `kind` over `examples` in batches; each call carries `rows`
-        rows per example (P stacked points, SLQ's vmapped probes)."""
+    def add(
+        self,
+        kind: str,
+        examples: int,
+        batch_size: int,
+        times: int = 1,
+        rows: int = 1,
+        blocks: int = 1,
+    ) -> None:
+        """`times` passes of `kind` over `examples` in batches; each example carries `rows`
+        rows (P stacked points, SLQ's vmapped probes), served by `blocks` calls per batch
+        (vmapped blocks of vectors)."""
         if times <= 0 or examples <= 0:
             return
         self.passes[kind] += examples * times * rows
-        self.calls[kind] += math.ceil(examples / batch_size) * times
+        self.calls[kind] += math.ceil(examples / batch_size) * times * blocks
 
     def pgd(
         self, examples: int, batch_size: int, attack: AttackConfig | None, times: int = 1
@@ -263,6 +272,25 @@ class _Tally:
         """`attacks.evaluate`: PGD plus a clean and an adversarial forward (eps 0: one forward)."""
         self.pgd(examples, batch_size, attack, times)
         self.add("forward", examples, batch_size, times * (2 if attack.eps > 0 else 1))
+
+    def eigensolver(self, k: int, method: str, examples: int, batch_size: int) -> None:
+        """Top-k eigenpairs (`curvature.top_eigenpairs`): the solver's products, then the k
+        of the residual check (vmapped in blocks)."""
+        from .curvature import POWER_MAX_ITER
+
+        if method == "power":
+            self.add("hvp", examples, batch_size, k * POWER_MAX_ITER)
+            self.add("weight_grad", examples, batch_size)
+            self.notes.append(
+                f"power iteration: at most {POWER_MAX_ITER} products per eigenvalue (an upper bound)"
+            )
+        else:
+            self.add("hvp", examples, batch_size, lanczos_estimate(k))
+            self.notes.append(
+                f"Lanczos top-{k}: about {lanczos_estimate(k)} products (ARPACK stops when it converges)"
+            )
+        self.exact = False
+        self.add("hvp", examples, batch_size, rows=k, blocks=math.ceil(k / HVP_BLOCK))
 
     def plan(
         self,
@@ -298,36 +326,15 @@ def lanczos_estimate(k: int) -> int:
     return max(2 * k + 1, 20) + 5 * k
 
 
-def _eigensolver(tally: _Tally, k: int, method: str, examples: int, batch_size: int) -> None:
-    """Top-k eigenpairs (`curvature.top_eigenpairs`): the solver's products, then the k of
-    the residual check (vmapped in blocks)."""
-    from .curvature import POWER_MAX_ITER
-
-    if method == "lanczos":
-        tally.add("hvp", examples, batch_size, lanczos_estimate(k))
-        tally.notes.append(
-            f"Lanczos top-{k}: about {lanczos_estimate(k)} products (ARPACK stops when it converges)"
-        )
-    else:
-        tally.add("hvp", examples, batch_size, k * POWER_MAX_ITER)
-        tally.add("weight_grad", examples, batch_size)
-        tally.notes.append(
-            f"power iteration: at most {POWER_MAX_ITER} products per eigenvalue (an upper bound)"
-        )
-    tally.exact = False
-    tally.passes["hvp"] += examples * k
-    tally.calls["hvp"] += math.ceil(examples / batch_size) * math.ceil(k / HVP_BLOCK)
-
-
 def _eigen_directions(
-    tally: _Tally, k: int, examples: int, attack: AttackConfig | None, batch_size: int = 256
+    tally: Tally, k: int, examples: int, attack: AttackConfig | None, batch_size: int = 256
 ) -> None:
     """`hessian.eigen_directions`: PGD once at theta, then the top-k eigenpairs (Lanczos)."""
     tally.pgd(examples, batch_size, attack)
-    _eigensolver(tally, k, "lanczos", examples, batch_size)
+    tally.eigensolver(k, "lanczos", examples, batch_size)
 
 
-def _arrays_bytes(shapes: Mapping[str, tuple[tuple[int, ...], int]]) -> int:
+def arrays_bytes(shapes: Mapping[str, tuple[tuple[int, ...], int]]) -> int:
     return int(sum(math.prod(shape) * size for shape, size in shapes.values()))
 
 
@@ -349,7 +356,7 @@ def grid_done(
     return (np.ones(shape, dtype=bool), True) if grid.stored else (grid.done, False)
 
 
-def _resume_note(tally: _Tally, done: np.ndarray, complete: bool) -> None:
+def _resume_note(tally: Tally, done: np.ndarray, complete: bool) -> None:
     if complete:
         tally.notes.append("stored complete with the same config: nothing to compute")
     elif done.any():
@@ -384,7 +391,7 @@ def surface_plan(
     from .directions import make_directions
     from .surface import default_points_per_batch, fields_for, has_batchnorm
 
-    tally = _Tally()
+    tally = Tally()
     dim, n = len(shape), int(X.shape[0])
     if dirs == "eigen" and direction_options.get("hessian_group") is None:
         _eigen_directions(tally, dim, n, attack)
@@ -428,7 +435,7 @@ def surface_plan(
         sizes["explained_variance_ratio"] = ((dim,), F32)
         sizes["trajectory"] = ((len(trajectory.paths), dim), F32)
         sizes["trajectory_epoch"] = ((len(trajectory.paths),), F64)
-    return tally.plan("surface", [group], calibration, _arrays_bytes(sizes), per_call)
+    return tally.plan("surface", [group], calibration, arrays_bytes(sizes), per_call)
 
 
 def cosine_plan(
@@ -452,7 +459,7 @@ def cosine_plan(
     from .cosine import FIELDS
     from .directions import make_directions
 
-    tally = _Tally()
+    tally = Tally()
     n = int(X.shape[0])
     if hessian_group is None:
         _eigen_directions(tally, 1, n, attack if attack.eps > 0 else None)
@@ -469,7 +476,7 @@ def cosine_plan(
         "nonfinite": (alphas.shape, BOOL),
     }
     sizes.update({f: (alphas.shape, F64 if not f.startswith("zero") else I64) for f in FIELDS})
-    return tally.plan("cosine", [group], calibration, _arrays_bytes(sizes))
+    return tally.plan("cosine", [group], calibration, arrays_bytes(sizes))
 
 
 def smoothness_plan(
@@ -500,7 +507,7 @@ def smoothness_plan(
         raise BadInput(f"--norms {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}")
     if attack.eps == 0 and any(n != "clean" for n in norms):
         raise BadInput("--norms linf/l2 need --eps > 0; with eps 0 only the clean profile exists")
-    tally = _Tally()
+    tally = Tally()
     n = int(X.shape[0])
     k = count or (4 if dirs == "random" else 1)
     linf = attack if attack.eps > 0 else None
@@ -523,70 +530,7 @@ def smoothness_plan(
         "nonfinite": (radii.shape, BOOL),
     }
     sizes.update({f: (radii.shape, F64) for f in fields_for(norms)})
-    return tally.plan("smoothness", [group], calibration, _arrays_bytes(sizes))
-
-
-def hessian_plan(
-    runs: Sequence[tuple[Any, AttackConfig, str, Mapping[str, Any]]],
-    cached: Sequence[bool],
-    *,
-    top: int,
-    method: str,
-    params: Sequence[str] | None,
-    random_samples: int,
-    save_vectors: bool,
-    trace: bool,
-    density: bool,
-    batch_size: int,
-) -> Plan:
-    """`landscape hessian`, one run per (checkpoint inputs, attack, group, config) of the
-    command: PGD once, the eigensolver's products and the residual check, the optional
-    trace and density products, the loss, and R random initializations attacked and
-    evaluated for the loss scale. One calibration per checkpoint."""
-    from .curvature import select_params
-    from .hessian import DENSITY_POINTS, DENSITY_PROBES, DENSITY_STEPS, TRACE_PROBES
-
-    calibrations: dict[int, Calibration] = {}
-    plans = []
-    for (inputs, attack, group, _), hit in zip(runs, cached):
-        model, n = inputs.model, int(inputs.X.shape[0])
-        if id(inputs) not in calibrations:
-            calibrations[id(inputs)] = Calibration(
-                model, inputs.X, inputs.y, batch_size=batch_size, params=params
-            )
-        weights = dict(model.named_parameters())
-        dim = sum(weights[name].numel() for name in select_params(model, params))
-        tally = _Tally()
-        if hit:
-            tally.notes.append(f"{group} is stored complete with the same config")
-        else:
-            tally.pgd(n, batch_size, attack)
-            _eigensolver(tally, top, method, n, batch_size)
-            if trace:
-                tally.passes["hvp"] += n * TRACE_PROBES
-                tally.calls["hvp"] += math.ceil(n / batch_size) * math.ceil(
-                    TRACE_PROBES / HVP_BLOCK
-                )
-            if density:
-                steps = min(DENSITY_STEPS, dim)
-                tally.add("hvp", n, batch_size, steps, rows=DENSITY_PROBES)
-                tally.notes.append(f"density: at most {steps} SLQ steps of {DENSITY_PROBES} probes")
-            tally.add("forward", n, batch_size)
-            tally.evaluate(n, batch_size, attack, random_samples)
-        sizes = {
-            "index": ((top,), I64),
-            "eigenvalues": ((top,), F64),
-            "eigenvalues_normalized": ((top,), F64),
-            "residuals": ((top,), F64),
-            "random_losses": ((random_samples,), F64),
-        }
-        if save_vectors:
-            sizes["eigenvectors"] = ((top, dim), F32)
-        if density:
-            sizes["density_grid"] = ((DENSITY_POINTS,), F64)
-            sizes["density"] = ((DENSITY_POINTS,), F64)
-        plans.append(tally.plan("hessian", [group], calibrations[id(inputs)], _arrays_bytes(sizes)))
-    return combine("hessian", plans)
+    return tally.plan("smoothness", [group], calibration, arrays_bytes(sizes))
 
 
 def _state_bytes(model: nn.Module) -> int:
@@ -634,7 +578,7 @@ def train_plan(
     start = _train_start(config, Path(out), overwrite)
     target = config.target_attack()
     schedule = config.schedule()
-    tally = _Tally()
+    tally = Tally()
     n, n_test, bs = int(X.shape[0]), int(X_test.shape[0]), config.batch_size
     per_epoch = math.ceil(n / bs)
     sizes = [min(bs, n - i * bs) for i in range(per_epoch)]
@@ -707,7 +651,7 @@ def connect_plan(
     from .connect import fields, stored_curve
     from .data import load_dataset
 
-    tally = _Tally()
+    tally = Tally()
     X, y = load_dataset(ends.spec["dataset"], "train", data_root, device)
     X_test, _ = load_dataset(ends.spec["dataset"], "test", data_root, device)
     done, complete = grid_done(
@@ -746,4 +690,4 @@ def connect_plan(
     sizes.update({f: ((points,), F64) for f in fields(attack.eps > 0)})
     tally.notes.append(f"curve file {curve_path}: {_size(curve_bytes)} of control points")
     calibration = Calibration(net, X, y, batch_size=bs)
-    return tally.plan("connect", [group], calibration, _arrays_bytes(sizes) + curve_bytes)
+    return tally.plan("connect", [group], calibration, arrays_bytes(sizes) + curve_bytes)

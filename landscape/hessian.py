@@ -15,26 +15,30 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import distributed
+from .analysis import Analysis, Group, Inputs, PlanContext, Stored
 from .attacks import AttackConfig, _random_start, attack_config, evaluate, perturb
 from .checkpoint import build_from_spec
 from .curvature import (
+    MATRICES,
     METHODS,
     HessianOperator,
     NonFiniteProduct,
     check_top,
     hutchinson_trace,
+    make_operator,
     select_params,
     slq_density,
     top_eigenpairs,
 )
 from .data import dataset_info
+from .dryrun import F32, F64, HVP_BLOCK, I64, Plan, Tally, arrays_bytes
 from .store import check_arrays, read_group, write_group
 from .util import BadInput, make_generator
 
@@ -45,33 +49,68 @@ DENSITY_POINTS = 1000
 
 
 @dataclass(frozen=True)
-class HessianResult:
-    """One run; maps one-to-one onto the HDF5 group `/hessian/<run>`.
-
-    `loss` is L_eps(theta) on the fixed examples; `loss_scale` is the mean of
-    `random_losses` (nan without random samples, and then so are the normalized
-    eigenvalues); `n_hvp` counts every Hessian-vector product of the run; `trace` is
-    nan and the density arrays are empty unless asked for. `nonfinite` flags a run whose
-    loss or a Hessian-vector product was NaN/inf at theta: its eigenvalues, residuals,
-    trace and density are then NaN/empty rather than a solver's error or garbage.
-    """
+class TopEigenpairs:
+    """The top-k eigenpairs, eigenvalues descending, raw and divided by the loss scale;
+    residuals ||A v - lambda v||; eigenvectors (k x P, float32) only when saved."""
 
     eigenvalues: np.ndarray
-    eigenvalues_normalized: np.ndarray
+    normalized: np.ndarray
     residuals: np.ndarray
-    random_losses: np.ndarray
-    loss_scale: float
-    loss: float
-    n_hvp: int
+    eigenvectors: np.ndarray | None
     method: str
+
+
+@dataclass(frozen=True)
+class LossScale:
+    """Liu et al. 4.2: L_eps at R fresh initializations, attacked on the same samples;
+    `scale` is their mean (nan without samples). `init` says how the fresh weights were
+    drawn: `spec` (the architecture's own initialization), `reset_parameters` (a copy of
+    a user's module re-initialized through each submodule's `reset_parameters()`) or
+    `none` (R = 0)."""
+
+    random_losses: np.ndarray
+    scale: float
+    init: str
+
+
+@dataclass(frozen=True)
+class TraceEstimate:
+    """Hutchinson's estimate of tr(A) with its standard error over `probes` probes."""
+
+    mean: float
+    stderr: float
+    probes: int
+
+
+@dataclass(frozen=True)
+class SpectralDensity:
+    """A spectral density by stochastic Lanczos quadrature, on `grid`."""
+
+    grid: np.ndarray
+    density: np.ndarray
+
+
+@dataclass(frozen=True)
+class HessianResult:
+    """One run, composed of its parts; maps one-to-one onto `/hessian/<run>`.
+
+    `matrix` is the curvature matrix (hessian, ggn or fisher) of L_eps; `loss` is L_eps
+    at theta on the fixed examples; `n_hvp` counts every matrix-vector product of the
+    run; `trace` and `density` are None unless asked for. `nonfinite` flags a run whose
+    loss or a product was NaN/inf at theta: its eigenvalues and residuals are then NaN,
+    never a solver's error or garbage.
+    """
+
+    matrix: str
+    loss: float
+    eigenpairs: TopEigenpairs
+    loss_scale: LossScale
+    trace: TraceEstimate | None
+    density: SpectralDensity | None
+    n_hvp: int
     wall_s: float
     param_names: tuple[str, ...]
     param_shapes: tuple[tuple[int, ...], ...]
-    eigenvectors: np.ndarray | None
-    trace: float
-    trace_stderr: float
-    density_grid: np.ndarray
-    density: np.ndarray
     nonfinite: bool = False
 
 
@@ -176,6 +215,234 @@ def random_init_losses(
     return np.asarray(distributed.broadcast_json(losses), dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class Hessian(Analysis):
+    """Top eigenpairs (and optionally trace and density) of a curvature matrix of L_eps.
+
+    Liu et al. 4.2: the examples are attacked once at theta with PGD seeded by `seed`
+    (eval mode; eps 0: clean); the matrix (`hessian`, the generalized Gauss-Newton `ggn`
+    or the empirical Fisher `fisher`) is that of the mean loss on those fixed examples
+    w.r.t. the parameters matching the name globs `params` (all when None). Eigenvalues
+    are reported raw and divided by the loss scale: the mean L_eps of `random_samples`
+    fresh initializations (seeds 0..R-1) attacked on the same samples. `method` and
+    `tol` are those of `curvature.top_eigenpairs`; `trace` adds Hutchinson's estimate
+    (100 probes), `density` an SLQ density (4 probes x 80 steps).
+    """
+
+    name: ClassVar[str] = "hessian"
+    axes: ClassVar[tuple[str, ...]] = ("index",)
+
+    attack: AttackConfig
+    matrix: str = "hessian"
+    top: int = 20
+    method: str = "lanczos"
+    params: tuple[str, ...] | None = None
+    random_samples: int = 10
+    save_vectors: bool = False
+    trace: bool = False
+    density: bool = False
+    batch_size: int = 256
+    seed: int = 0
+    tol: float | None = None
+
+    def check(self, inputs: Inputs) -> None:
+        if self.matrix not in MATRICES:
+            raise BadInput(
+                f"{{arg}} {self.matrix!r} is not valid; use one of {', '.join(MATRICES)}",
+                argument="matrix",
+            )
+        if self.method == "power" and self.matrix != "hessian":
+            raise BadInput(
+                f"{{arg}} power (PyHessian) computes Hessians only, not {self.matrix!r}; "
+                "use lanczos",
+                argument="method",
+            )
+        check_options(
+            inputs.model,
+            top=self.top,
+            method=self.method,
+            params=self.params,
+            random_samples=self.random_samples,
+            spec=inputs.spec,
+        )
+
+    def compute(self, inputs: Inputs, *, grid: Any = None, progress: Any = None) -> HessianResult:
+        start = time.perf_counter()
+        self.check(inputs)
+        model, X, y, cfg = inputs.model, inputs.X, inputs.y, self.attack
+        names = select_params(model, self.params)
+        X_adv = _fixed_examples(model, X, y, cfg, self.batch_size, self.seed)
+        op = make_operator(self.matrix, model, X_adv, y, params=names, batch_size=self.batch_size)
+        loss = op.loss()
+        nonfinite = not math.isfinite(loss)
+        pairs = None
+        if not nonfinite:
+            try:
+                pairs = top_eigenpairs(op, self.top, self.method, tol=self.tol, seed=self.seed)
+            except NonFiniteProduct:
+                pairs = None
+            nonfinite = pairs is None or not np.isfinite(pairs.eigenvalues).all()
+        n_hvp = op.n_hvp if pairs is None else pairs.n_hvp
+        before = op.n_hvp
+        trace = density = None
+        if self.trace and not nonfinite:
+            trace = TraceEstimate(*hutchinson_trace(op, TRACE_PROBES, self.seed), TRACE_PROBES)
+        if self.density and not nonfinite:
+            density = SpectralDensity(
+                *slq_density(op, DENSITY_PROBES, DENSITY_STEPS, DENSITY_POINTS, seed=self.seed)
+            )
+        n_hvp += op.n_hvp - before
+        if nonfinite:
+            values = residuals = np.full(self.top, np.nan)
+            vectors = np.full((self.top, op.dim), np.nan, dtype=np.float32)
+        else:
+            values, residuals = pairs.eigenvalues, pairs.residuals
+            vectors = pairs.eigenvectors.float().cpu().numpy()
+        scale = LossScale(np.zeros(0), math.nan, "none")
+        if self.random_samples > 0:
+            losses = random_init_losses(
+                inputs.spec,
+                X,
+                y,
+                cfg,
+                self.random_samples,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                dtype=op.dtype,
+            )
+            scale = LossScale(losses, float(losses.mean()), "spec")
+        return HessianResult(
+            matrix=self.matrix,
+            loss=loss,
+            eigenpairs=TopEigenpairs(
+                values,
+                values / scale.scale,
+                residuals,
+                vectors if self.save_vectors else None,
+                self.method,
+            ),
+            loss_scale=scale,
+            trace=trace,
+            density=density,
+            n_hvp=int(n_hvp),
+            wall_s=time.perf_counter() - start,
+            param_names=tuple(op.names),
+            param_shapes=tuple(op.shapes[n] for n in op.names),
+            nonfinite=nonfinite,
+        )
+
+    def plan(self, inputs: Inputs, context: PlanContext) -> Plan:
+        """PGD once, the eigensolver's products and the residual check, the optional trace
+        and density products, the loss, and R random initializations attacked and
+        evaluated for the loss scale."""
+        model, n, bs = inputs.model, int(inputs.X.shape[0]), self.batch_size
+        weights = dict(model.named_parameters())
+        dim = sum(weights[name].numel() for name in select_params(model, self.params))
+        tally = Tally()
+        if context.complete:
+            tally.notes.append(f"{context.group} is stored complete with the same config")
+        else:
+            tally.pgd(n, bs, self.attack)
+            tally.eigensolver(self.top, self.method, n, bs)
+            if self.trace:
+                tally.add(
+                    "hvp", n, bs, rows=TRACE_PROBES, blocks=math.ceil(TRACE_PROBES / HVP_BLOCK)
+                )
+            if self.density:
+                steps = min(DENSITY_STEPS, dim)
+                tally.add("hvp", n, bs, steps, rows=DENSITY_PROBES)
+                tally.notes.append(f"density: at most {steps} SLQ steps of {DENSITY_PROBES} probes")
+            tally.add("forward", n, bs)
+            tally.evaluate(n, bs, self.attack, self.random_samples)
+        sizes = {
+            "index": ((self.top,), I64),
+            "eigenvalues": ((self.top,), F64),
+            "eigenvalues_normalized": ((self.top,), F64),
+            "residuals": ((self.top,), F64),
+            "random_losses": ((self.random_samples,), F64),
+        }
+        if self.save_vectors:
+            sizes["eigenvectors"] = ((self.top, dim), F32)
+        if self.density:
+            sizes["density_grid"] = ((DENSITY_POINTS,), F64)
+            sizes["density"] = ((DENSITY_POINTS,), F64)
+        return tally.plan("hessian", [context.group], context.calibration, arrays_bytes(sizes))
+
+    def to_group(self, result: HessianResult) -> Group:
+        """`index` (1..k) is the dimension scale of the eigen-arrays; `eigenvectors` (k x P,
+        rows in the order of attr `param_names`, shapes in `param_shapes`) only when saved."""
+        pairs, scale = result.eigenpairs, result.loss_scale
+        arrays: dict[str, Any] = {
+            "index": np.arange(1, len(pairs.eigenvalues) + 1),
+            "eigenvalues": pairs.eigenvalues,
+            "eigenvalues_normalized": pairs.normalized,
+            "residuals": pairs.residuals,
+            "random_losses": scale.random_losses,
+        }
+        dims: dict[str, Sequence[str | None]] = {
+            "eigenvalues": ["index"],
+            "eigenvalues_normalized": ["index"],
+            "residuals": ["index"],
+            "random_losses": [None],
+        }
+        trace = result.trace or TraceEstimate(math.nan, math.nan, 0)
+        attrs: dict[str, Any] = {
+            "matrix": result.matrix,
+            "loss_scale": scale.scale,
+            "loss_scale_init": scale.init,
+            "loss": result.loss,
+            "n_hvp": result.n_hvp,
+            "method": pairs.method,
+            "wall_s": result.wall_s,
+            "param_names": json.dumps(list(result.param_names)),
+            "param_shapes": json.dumps([list(s) for s in result.param_shapes]),
+            "trace": trace.mean,
+            "trace_stderr": trace.stderr,
+            "trace_probes": trace.probes,
+            "nonfinite": result.nonfinite,
+        }
+        if pairs.eigenvectors is not None:
+            arrays["eigenvectors"] = pairs.eigenvectors
+            dims["eigenvectors"] = ["index", None]
+        if result.density is not None:
+            arrays["density_grid"] = result.density.grid
+            arrays["density"] = result.density.density
+            dims["density_grid"] = [None]
+            dims["density"] = [None]
+        return Group(arrays, dims, attrs)
+
+    def from_group(
+        self, arrays: Mapping[str, Any], attrs: Mapping[str, Any], where: str
+    ) -> HessianResult:
+        return result_from_group(arrays, attrs, where)
+
+    def summary(self, stored: Stored) -> dict[str, Any]:
+        res = stored.result
+        return {
+            "top3": [round(float(v), 6) for v in res.eigenpairs.eigenvalues[:3]],
+            "loss_scale": res.loss_scale.scale,
+            "n_hvp": res.n_hvp,
+            "wall_s": round(res.wall_s, 2),
+            "cached": stored.cached,
+            "nonfinite": res.nonfinite,
+        }
+
+    def summary_line(self, stats: Mapping[str, Any]) -> str:
+        return (
+            f"top3 {', '.join(f'{v:.4g}' for v in stats['top3'])} | scale {stats['loss_scale']:.4g} | "
+            f"{stats['n_hvp']} HVPs | {stats['wall_s']:.1f} s{' (cached)' if stats['cached'] else ''}"
+        )
+
+    def warning(self, stored: Stored) -> str | None:
+        res = stored.result
+        if not res.nonfinite:
+            return None
+        return (
+            f"non-finite loss or {self.matrix}-vector product at the checkpoint (eps "
+            f"{self.attack.eps:.4g}, loss {res.loss}); eigenvalues stored as NaN, flagged nonfinite"
+        )
+
+
 def hessian(
     model: nn.Module,
     X: Tensor,
@@ -183,84 +450,21 @@ def hessian(
     eps: float = 0.0,
     *,
     norm: str = "linf",
-    top: int = 20,
-    method: str = "lanczos",
-    params: Sequence[str] | None = None,
     attack: AttackConfig | None = None,
     spec: Mapping[str, Any] | None = None,
-    random_samples: int = 10,
-    save_vectors: bool = False,
-    trace: bool = False,
-    density: bool = False,
-    batch_size: int = 256,
-    seed: int = 0,
-    tol: float | None = None,
+    **options: Any,
 ) -> HessianResult:
-    """Top-`top` Hessian eigenpairs of L_eps at the model's parameters (Liu et al. 4.2).
+    """`Hessian(...)` computed on (model, X, y) without storing (`landscape.run` stores it).
 
-    The examples are attacked once at theta with PGD seeded by `seed` (eps 0: clean);
-    `attack` (same eps; it sets the norm and steps) replaces the papers' defaults for the
-    data family (from `spec`, else guessed from the channel count). `params` are name
-    globs (fnmatch) restricting the Hessian to a sub-block. `spec` (the checkpoint's) is
-    needed for the random initializations of the loss scale unless `random_samples` is
-    0. `method` and `tol` are those of `curvature.top_eigenpairs`. `trace` adds
-    Hutchinson's estimate (100 probes), `density` an SLQ density (4 probes x 80 steps).
+    `attack` (same eps; it sets the norm and steps) replaces the papers' PGD defaults for
+    the data family (from `spec`, else guessed from the channel count); `options` are the
+    fields of `Hessian` (top, matrix, method, params, ...).
     """
-    start = time.perf_counter()
-    names = check_options(
-        model, top=top, method=method, params=params, random_samples=random_samples, spec=spec
-    )
+    if "params" in options and options["params"] is not None:
+        options["params"] = tuple(options["params"])
     cfg = _attack(X, eps, norm, attack, spec)
-    X_adv = _fixed_examples(model, X, y, cfg, batch_size, seed)
-    op = HessianOperator(model, X_adv, y, params=names, batch_size=batch_size)
-    loss = op.loss()
-    nonfinite = not math.isfinite(loss)
-    pairs = None
-    if not nonfinite:
-        try:
-            pairs = top_eigenpairs(op, top, method, tol=tol, seed=seed)
-        except NonFiniteProduct:
-            pairs = None
-        nonfinite = pairs is None or not np.isfinite(pairs.eigenvalues).all()
-    n_hvp = op.n_hvp if pairs is None else pairs.n_hvp
-    before = op.n_hvp
-    trace_mean, trace_err = math.nan, math.nan
-    if trace and not nonfinite:
-        trace_mean, trace_err = hutchinson_trace(op, TRACE_PROBES, seed)
-    grid, dens = np.zeros(0), np.zeros(0)
-    if density and not nonfinite:
-        grid, dens = slq_density(op, DENSITY_PROBES, DENSITY_STEPS, DENSITY_POINTS, seed=seed)
-    n_hvp += op.n_hvp - before
-    if nonfinite:
-        values = residuals = np.full(top, np.nan)
-        vectors = torch.full((top, op.dim), math.nan) if save_vectors else None
-    else:
-        values, residuals, vectors = pairs.eigenvalues, pairs.residuals, pairs.eigenvectors
-    losses = np.zeros(0)
-    scale = math.nan
-    if random_samples > 0:
-        losses = random_init_losses(
-            spec, X, y, cfg, random_samples, batch_size=batch_size, seed=seed, dtype=op.dtype
-        )
-        scale = float(losses.mean())
-    return HessianResult(
-        eigenvalues=values,
-        eigenvalues_normalized=values / scale,
-        residuals=residuals,
-        random_losses=losses,
-        loss_scale=scale,
-        loss=loss,
-        n_hvp=int(n_hvp),
-        method=method,
-        wall_s=time.perf_counter() - start,
-        param_names=tuple(op.names),
-        param_shapes=tuple(op.shapes[n] for n in op.names),
-        eigenvectors=vectors.float().cpu().numpy() if save_vectors else None,
-        trace=trace_mean,
-        trace_stderr=trace_err,
-        density_grid=grid,
-        density=dens,
-        nonfinite=nonfinite,
+    return Hessian(attack=cfg, **options).compute(
+        Inputs(model, X, y, spec=dict(spec or {}) or None)
     )
 
 
@@ -312,52 +516,27 @@ def store_hessian(
     *,
     overwrite: bool = False,
 ) -> str:
-    """Write a run as the group of DESIGN.md (`attrs`: the provenance); returns the group path.
-
-    `index` (1..k) is the dimension scale of the eigen-arrays; `eigenvectors` (k x P,
-    rows in the order of attr `param_names`, shapes in `param_shapes`) only when saved.
-    """
-    k = len(result.eigenvalues)
-    arrays: dict[str, Any] = {
-        "index": np.arange(1, k + 1),
-        "eigenvalues": result.eigenvalues,
-        "eigenvalues_normalized": result.eigenvalues_normalized,
-        "residuals": result.residuals,
-        "random_losses": result.random_losses,
-    }
-    dims: dict[str, Sequence[str | None]] = {
-        "eigenvalues": ["index"],
-        "eigenvalues_normalized": ["index"],
-        "residuals": ["index"],
-        "random_losses": [None],
-    }
-    meta: dict[str, Any] = {
-        **attrs,
-        "loss_scale": result.loss_scale,
-        "loss": result.loss,
-        "n_hvp": result.n_hvp,
-        "method": result.method,
-        "wall_s": result.wall_s,
-        "param_names": json.dumps(list(result.param_names)),
-        "param_shapes": json.dumps([list(s) for s in result.param_shapes]),
-        "trace": result.trace,
-        "trace_stderr": result.trace_stderr,
-        "nonfinite": result.nonfinite,
-    }
-    if result.eigenvectors is not None:
-        arrays["eigenvectors"] = result.eigenvectors
-        dims["eigenvectors"] = ["index", None]
-    if result.density.size:
-        arrays["density_grid"] = result.density_grid
-        arrays["density"] = result.density
-        dims["density_grid"] = [None]
-        dims["density"] = [None]
-    return write_group(path, _group(group), arrays, meta, dims=dims, overwrite=overwrite)
+    """Write a computed run as its group (`attrs`: the provenance); returns the group path."""
+    content = Hessian(AttackConfig(0.0)).to_group(result)
+    return write_group(
+        path,
+        _group(group),
+        content.arrays,
+        {**attrs, **content.attrs},
+        dims=content.dims,
+        overwrite=overwrite,
+    )
 
 
 def _stored_attr(
-    attrs: Mapping[str, Any], key: str, convert: Callable[[Any], Any], where: str
+    attrs: Mapping[str, Any],
+    key: str,
+    convert: Callable[[Any], Any],
+    where: str,
+    default: Any = None,
 ) -> Any:
+    if key not in attrs and default is not None:
+        return default
     try:
         return convert(attrs[key])
     except (KeyError, TypeError, ValueError) as exc:
@@ -382,12 +561,16 @@ def _shapes(text: str) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(s) for s in shapes)
 
 
-def load_hessian(path: str | Path, group: str) -> HessianResult:
-    """Read a stored run back as the record `hessian` returned; BadInput for a group that is
-    not shaped as `store_hessian` writes it (hostile or foreign files)."""
-    where = f"{path}:{_group(group)}"
-    needs = {"eigenvalues": 1, "eigenvalues_normalized": 1, "residuals": 1, "random_losses": 1}
-    arrays, attrs = read_group(path, _group(group), needs=needs)
+def result_from_group(
+    arrays: Mapping[str, Any], attrs: Mapping[str, Any], where: str
+) -> HessianResult:
+    """A stored run as the record `Hessian.compute` returned; BadInput for a group that is
+    not shaped as `Hessian.to_group` makes it (hostile or foreign files)."""
+    check_arrays(
+        where,
+        arrays,
+        {"eigenvalues": 1, "eigenvalues_normalized": 1, "residuals": 1, "random_losses": 1},
+    )
     names = _stored_attr(attrs, "param_names", _names, where)
     shapes = _stored_attr(attrs, "param_shapes", _shapes, where)
     if len(names) != len(shapes):
@@ -401,25 +584,44 @@ def load_hessian(path: str | Path, group: str) -> HessianResult:
                 f"{where}: dataset 'eigenvectors' has shape {vectors.shape}, expected {expected} "
                 f"(eigenvalues x parameters)"
             )
+    trace_mean = _stored_attr(attrs, "trace", float, where)
+    trace = None
+    if math.isfinite(trace_mean):
+        trace = TraceEstimate(
+            trace_mean,
+            _stored_attr(attrs, "trace_stderr", float, where),
+            _stored_attr(attrs, "trace_probes", int, where, TRACE_PROBES),
+        )
+    density = None
+    if "density" in arrays:
+        density = SpectralDensity(arrays.get("density_grid", np.zeros(0)), arrays["density"])
+    losses = arrays["random_losses"]
+    init = _stored_attr(attrs, "loss_scale_init", str, where, "spec" if losses.size else "none")
     return HessianResult(
-        eigenvalues=arrays["eigenvalues"],
-        eigenvalues_normalized=arrays["eigenvalues_normalized"],
-        residuals=arrays["residuals"],
-        random_losses=arrays["random_losses"],
-        loss_scale=_stored_attr(attrs, "loss_scale", float, where),
+        matrix=_stored_attr(attrs, "matrix", str, where, "hessian"),
         loss=_stored_attr(attrs, "loss", float, where),
+        eigenpairs=TopEigenpairs(
+            arrays["eigenvalues"],
+            arrays["eigenvalues_normalized"],
+            arrays["residuals"],
+            vectors,
+            _stored_attr(attrs, "method", str, where),
+        ),
+        loss_scale=LossScale(losses, _stored_attr(attrs, "loss_scale", float, where), init),
+        trace=trace,
+        density=density,
         n_hvp=_stored_attr(attrs, "n_hvp", int, where),
-        method=_stored_attr(attrs, "method", str, where),
         wall_s=_stored_attr(attrs, "wall_s", float, where),
         param_names=names,
         param_shapes=shapes,
-        eigenvectors=vectors,
-        trace=_stored_attr(attrs, "trace", float, where),
-        trace_stderr=_stored_attr(attrs, "trace_stderr", float, where),
-        density_grid=arrays.get("density_grid", np.zeros(0)),
-        density=arrays.get("density", np.zeros(0)),
         nonfinite=bool(attrs.get("nonfinite", False)),
     )
+
+
+def load_hessian(path: str | Path, group: str) -> HessianResult:
+    """Read a stored run back (see `result_from_group`)."""
+    arrays, attrs = read_group(path, _group(group))
+    return result_from_group(arrays, attrs, f"{path}:{_group(group)}")
 
 
 def load_eigenvectors(path: str | Path, group: str) -> list[dict[str, Tensor]]:
@@ -429,7 +631,8 @@ def load_eigenvectors(path: str | Path, group: str) -> list[dict[str, Tensor]]:
     `--save-vectors`.
     """
     result = load_hessian(path, group)
-    if result.eigenvectors is None:
+    vectors = result.eigenpairs.eigenvectors
+    if vectors is None:
         raise BadInput(
             f"{path}:{_group(group)} holds no eigenvectors; rerun `landscape hessian` with --save-vectors"
         )
@@ -439,7 +642,7 @@ def load_eigenvectors(path: str | Path, group: str) -> list[dict[str, Tensor]]:
         )
     sizes = [math.prod(s) for s in result.param_shapes]
     out = []
-    for row in result.eigenvectors:
+    for row in vectors:
         vector = torch.from_numpy(np.asarray(row, dtype=np.float32).copy())
         parts = torch.split(vector, sizes)
         out.append(

@@ -17,7 +17,7 @@ import torch
 from landscape import store
 from landscape.checkpoint import build_from_spec, model_spec, read_checkpoint, save_checkpoint
 from landscape.cli import main
-from landscape.hessian import HessianResult, store_hessian
+from landscape.hessian import HessianResult, LossScale, TopEigenpairs, store_hessian
 
 CLASH = '{"analysis": "another"}'
 
@@ -308,22 +308,16 @@ def _write_results(path: Path) -> None:
     attrs = store.provenance(command="landscape test", config={"analysis": "another"})
     values = np.array([2.0, 1.0])
     run = HessianResult(
-        eigenvalues=values,
-        eigenvalues_normalized=values,
-        residuals=values * 0,
-        random_losses=np.ones(1),
-        loss_scale=1.0,
+        matrix="hessian",
         loss=0.5,
+        eigenpairs=TopEigenpairs(values, values, values * 0, None, "lanczos"),
+        loss_scale=LossScale(np.ones(1), 1.0, "spec"),
+        trace=None,
+        density=None,
         n_hvp=10,
-        method="lanczos",
         wall_s=0.1,
         param_names=("fc2.weight",),
         param_shapes=((10, 64),),
-        eigenvectors=None,
-        trace=float("nan"),
-        trace_stderr=float("nan"),
-        density_grid=np.zeros(0),
-        density=np.zeros(0),
     )
     store_hessian(path, "/hessian/clash", run, attrs)
     store.write_group(path, "/toy/liu-fig5", {"x": np.zeros(3)}, attrs)

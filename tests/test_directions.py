@@ -150,7 +150,7 @@ def test_eigen_directions_from_a_stored_group_match_the_computed_ones(digits_run
     store_hessian(out, "/hessian/run", res, provenance(command="test", config={}))
     stored = make_directions("eigen", model, 2, hessian_group="/hessian/run", results_file=out)
     computed = make_directions("eigen", model, 2, X=X, y=y)
-    for s, c, lam in zip(stored.vectors, computed.vectors, res.eigenvalues):
+    for s, c, lam in zip(stored.vectors, computed.vectors, res.eigenpairs.eigenvalues):
         assert set(s) == set(named_params(model))
         assert float(global_norm(s)) == pytest.approx(1.0, abs=1e-5)
         assert abs(float(inner(s, c))) == pytest.approx(1.0, abs=1e-3)  # the same up to sign

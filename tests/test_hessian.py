@@ -44,27 +44,31 @@ def test_hessian_on_fixed_adversarial_examples(lenet):
     # The same examples, generated once at theta with seed 0, in a separate computation.
     X_adv = pgd(model, X, y, 0.1, seed=0, batch_size=40)
     direct = top_eigenpairs(HessianOperator(model, X_adv, y), 5)
-    assert np.allclose(res.eigenvalues, direct.eigenvalues, rtol=1e-4)
-    assert res.residuals.max() < 1e-3 * res.eigenvalues[0]
-    assert res.random_losses.shape == (3,)
+    pairs = res.eigenpairs
+    assert np.allclose(pairs.eigenvalues, direct.eigenvalues, rtol=1e-4)
+    assert pairs.residuals.max() < 1e-3 * pairs.eigenvalues[0]
+    assert res.loss_scale.random_losses.shape == (3,) and res.loss_scale.init == "spec"
     # Fresh initializations predict about uniformly: the loss is near ln 10 (Liu et al.: ~2.30).
-    assert np.all(np.abs(res.random_losses - math.log(10)) < 0.3)
-    assert res.loss_scale == pytest.approx(res.random_losses.mean())
-    assert np.allclose(res.eigenvalues_normalized, res.eigenvalues / res.loss_scale)
-    assert res.n_hvp >= 5 and res.method == "lanczos" and res.eigenvectors is None
+    scale = res.loss_scale
+    assert np.all(np.abs(scale.random_losses - math.log(10)) < 0.3)
+    assert scale.scale == pytest.approx(scale.random_losses.mean())
+    assert np.allclose(pairs.normalized, pairs.eigenvalues / scale.scale)
+    assert res.n_hvp >= 5 and pairs.method == "lanczos" and pairs.eigenvectors is None
+    assert res.matrix == "hessian"
     assert len(res.param_names) == len(res.param_shapes) == 8
-    assert math.isnan(res.trace) and res.density.size == 0
+    assert res.trace is None and res.density is None
     # Fixed-seed PGD makes the analysis repeatable.
     again = hessian(model, X, y, 0.1, top=5, random_samples=0, batch_size=40)
-    assert np.allclose(again.eigenvalues, res.eigenvalues, rtol=1e-4)
-    assert math.isnan(again.loss_scale) and np.all(np.isnan(again.eigenvalues_normalized))
+    assert np.allclose(again.eigenpairs.eigenvalues, pairs.eigenvalues, rtol=1e-4)
+    assert math.isnan(again.loss_scale.scale) and again.loss_scale.init == "none"
+    assert np.all(np.isnan(again.eigenpairs.normalized))
 
 
 def test_hessian_options_are_validated(lenet):
     model, spec, X, y = lenet
     with pytest.raises(BadInput, match="spec"):
         hessian(model, X, y, top=3)
-    with pytest.raises(BadInput, match="--top 0"):
+    with pytest.raises(BadInput, match="top 0"):
         hessian(model, X, y, top=0, spec=spec)
     with pytest.raises(BadInput, match="'fc9\\*' matches no parameter"):
         hessian(model, X, y, top=3, spec=spec, params=["fc9*"])
@@ -88,29 +92,20 @@ def test_store_round_trip_and_eigenvectors(lenet, tmp_path):
         density=True,
     )
     assert res.param_names == ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
-    assert np.isfinite(res.trace) and res.trace_stderr > 0 and res.density.size == 1000
+    assert np.isfinite(res.trace.mean) and res.trace.stderr > 0 and res.density.density.size == 1000
     path = tmp_path / "r.h5"
     attrs = provenance(command="test", config={"eps": 0.0}, checkpoint="final.pt")
     assert store_hessian(path, "run", res, attrs) == "/hessian/run"
     back = load_hessian(path, "/hessian/run")
-    for field in (
-        "eigenvalues",
-        "eigenvalues_normalized",
-        "residuals",
-        "random_losses",
-        "eigenvectors",
-        "density",
-    ):
-        assert np.array_equal(getattr(back, field), getattr(res, field), equal_nan=True)
-    for field in (
-        "n_hvp",
-        "method",
-        "param_names",
-        "param_shapes",
-        "loss",
-        "trace",
-        "trace_stderr",
-    ):
+    assert np.array_equal(back.eigenpairs.eigenvectors, res.eigenpairs.eigenvectors)
+    for part in ("eigenvalues", "normalized", "residuals"):
+        assert np.array_equal(
+            getattr(back.eigenpairs, part), getattr(res.eigenpairs, part), equal_nan=True
+        )
+    assert np.array_equal(back.loss_scale.random_losses, res.loss_scale.random_losses)
+    assert back.density.density.tolist() == res.density.density.tolist()
+    assert back.trace == res.trace and back.matrix == res.matrix
+    for field in ("n_hvp", "param_names", "param_shapes", "loss"):
         assert getattr(back, field) == getattr(res, field)
     with h5py.File(path) as f:
         g = f["/hessian/run"]

@@ -131,17 +131,18 @@ def test_hessian_of_a_diverging_model_is_nan_and_flagged(mlp, tmp_path):
     broken.load_state_dict({k: v * HUGE for k, v in model.state_dict().items()})
     res = hessian(broken, X, y, 0.0, top=3, random_samples=0, save_vectors=True, trace=True)
     assert res.nonfinite and not math.isfinite(res.loss)
-    assert np.isnan(res.eigenvalues).all() and res.eigenvalues.shape == (3,)
-    assert np.isnan(res.residuals).all() and math.isnan(res.trace)
+    values = res.eigenpairs.eigenvalues
+    assert np.isnan(values).all() and values.shape == (3,)
+    assert np.isnan(res.eigenpairs.residuals).all() and res.trace is None
     assert res.n_hvp == 0
     ok = hessian(model, X, y, 0.0, top=3, random_samples=0)
-    assert not ok.nonfinite and np.isfinite(ok.eigenvalues).all()
+    assert not ok.nonfinite and np.isfinite(ok.eigenpairs.eigenvalues).all()
     from landscape.hessian import store_hessian
 
     out = tmp_path / "h.h5"
     store_hessian(out, "/hessian/broken", res, {"config": "c", "status": "complete"})
     back = load_hessian(out, "/hessian/broken")
-    assert back.nonfinite and np.isnan(back.eigenvalues).all()
+    assert back.nonfinite and np.isnan(back.eigenpairs.eigenvalues).all()
     with pytest.raises(BadInput, match="nonfinite"):
         load_eigenvectors(out, "/hessian/broken")
 
@@ -243,4 +244,4 @@ def test_cli_hessian_flags_and_exits_0(checkpoints, tmp_path, capsys):
     (line,) = warning_lines(capsys.readouterr().err)
     assert "/hessian/h" in line and "non-finite" in line and "eps 0" in line
     res = load_hessian(out, "/hessian/h")
-    assert res.nonfinite and np.isnan(res.eigenvalues).all()
+    assert res.nonfinite and np.isnan(res.eigenpairs.eigenvalues).all()

@@ -7,7 +7,6 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +164,10 @@ def command_line() -> str:
     return " ".join(["landscape", *sys.argv[1:]])
 
 
+# The options of `analysis_options` (and `foreign_options`) that `analysis_inputs` takes.
+DATA_OPTIONS = ("dataset", "data_root", "split", "samples", "arch", "width", "activation")
+
+
 def analysis_options(fn: Callable) -> Callable:
     """Options shared by every analysis of a checkpoint: data, attack and where results go."""
     for option in reversed(
@@ -228,34 +231,6 @@ def analysis_options(fn: Callable) -> Callable:
     return foreign_options(fn)
 
 
-@dataclass
-class AnalysisInputs:
-    """A loaded checkpoint with its data, ready for an analysis."""
-
-    model: Any
-    spec: dict[str, Any]
-    X: Any
-    y: Any
-    family: str
-    checkpoint: str
-    checkpoint_sha256: str
-    device: Any
-
-    def provenance(self, config: dict[str, Any], seed: int, elapsed_s: float) -> dict[str, Any]:
-        """The provenance attributes of a run on this checkpoint (`store.provenance`)."""
-        from ..store import provenance
-
-        return provenance(
-            command=command_line(),
-            config=config,
-            checkpoint=self.checkpoint,
-            checkpoint_sha256=self.checkpoint_sha256,
-            device=str(self.device),
-            seed=seed,
-            elapsed_s=elapsed_s,
-        )
-
-
 def analysis_inputs(
     checkpoint: str,
     *,
@@ -267,8 +242,10 @@ def analysis_inputs(
     arch: str | None = None,
     width: int | None = None,
     activation: str | None = None,
-) -> AnalysisInputs:
-    """Load a checkpoint (eval mode) and the first `samples` examples of its dataset's split."""
+) -> Any:
+    """Load a checkpoint (eval mode) and the first `samples` examples of its dataset's split,
+    as the `analysis.Inputs` of a run."""
+    from ..analysis import Inputs
     from ..checkpoint import load_checkpoint, sha256_file
     from ..data import dataset_info, load_dataset
 
@@ -280,8 +257,17 @@ def analysis_inputs(
     X, y = load_dataset(name, split, data_root, dev)
     if samples is not None:
         X, y = X[:samples], y[:samples]
-    return AnalysisInputs(
-        model, spec, X, y, dataset_info(name).family, checkpoint, sha256_file(checkpoint), dev
+    return Inputs(
+        model,
+        X,
+        y,
+        spec=spec,
+        family=dataset_info(name).family,
+        checkpoint=checkpoint,
+        checkpoint_sha256=sha256_file(checkpoint),
+        device=dev,
+        split=split,
+        dataset=name,
     )
 
 
@@ -345,9 +331,9 @@ def eps_runs(
     return [(e, run_name(checkpoint, n, **key, eps=e)) for e, n in zip(values, named)]
 
 
-def add_rows(rows: dict[str, Any], eps: float, several: bool, stats: dict[str, Any]) -> None:
-    """Summary rows of one run, prefixed by its eps when the command made several."""
-    rows.update({(f"eps {eps:.4g}: " if several else "") + k: v for k, v in stats.items()})
+def add_rows(rows: dict[str, Any], label: str, several: bool, stats: dict[str, Any]) -> None:
+    """Summary rows of one run, prefixed by its label (`eps 0.1`) when the command made several."""
+    rows.update({(f"{label}: " if several else "") + k: v for k, v in stats.items()})
 
 
 def open_grid(
@@ -379,7 +365,7 @@ def open_grid(
 
 def grid_run(
     analysis: str,
-    inputs: AnalysisInputs,
+    inputs: Any,
     out: str,
     run: str,
     config: dict[str, Any],
@@ -409,7 +395,7 @@ def grid_run(
             )
         if not main:
             return None
-        attrs = inputs.provenance(config, seed, time.perf_counter() - start)
+        attrs = inputs.provenance(config, seed, time.perf_counter() - start, command_line())
         attrs.update(result.attrs())
         grid.finish({}, attrs, extra=result.arrays(), dims=result.dims(), overwrite=overwrite)
     if not main:
@@ -425,7 +411,96 @@ def grid_run(
     }
 
 
-def data_config(inputs: AnalysisInputs, split: str, attack: Any, seed: int) -> dict[str, Any]:
+def run_jobs(
+    title: str,
+    jobs: Sequence[tuple[Any, Any, str, str]],
+    *,
+    out: str,
+    overwrite: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Run (or, with --dry-run, plan) every (inputs, analysis, run name, row label) of one
+    command through the library (`analysis.run`, `analysis.plan`), then print one summary.
+
+    Every run's stored state is checked before any is computed, so a clash in a later
+    run stops the command before it writes anything.
+    """
+    from .. import analysis as lib
+    from ..dryrun import Calibration, combine
+    from ..store import find_complete
+
+    groups = [lib.group_path(job, name) for _, job, name, _ in jobs]
+    if len(set(groups)) < len(groups):
+        raise BadInput(
+            f"several runs would be stored as the same group ({', '.join(groups)}); use --name"
+        )
+    distributed.on_main(
+        lambda: [
+            find_complete(out, group, job.config(inputs), overwrite=overwrite, tidy=False)
+            for (inputs, job, _, _), group in zip(jobs, groups)
+        ]
+    )
+    if dry_run:
+        calibrations: dict[int, Any] = {}
+        plans = []
+        for inputs, job, name, _ in jobs:
+            if id(inputs) not in calibrations:
+                calibrations[id(inputs)] = Calibration(
+                    inputs.model,
+                    inputs.X,
+                    inputs.y,
+                    batch_size=job.batch_size,
+                    params=getattr(job, "params", None),
+                )
+            plans.append(
+                lib.plan(
+                    job,
+                    inputs,
+                    out=out,
+                    name=name,
+                    overwrite=overwrite,
+                    calibration=calibrations[id(inputs)],
+                )
+            )
+        return summary(f"dry run: {title} -> {out}", combine(title, plans).as_dict(), as_json)
+    rows: dict[str, Any] = {}
+    for inputs, job, name, label in jobs:
+        total = math.prod(job.shape(inputs)) if job.grid else 1
+        with progress_bar(total, title) as bar:
+            task = bar.add_task(title, total=total, info=name)
+            stored = lib.run(
+                job,
+                inputs,
+                out=out,
+                name=name,
+                overwrite=overwrite,
+                progress=grid_progress(bar, task),
+                command=command_line(),
+            )
+        if stored is None:  # a rank other than 0 under torchrun
+            continue
+        stats = job.summary(stored)
+        warning = job.warning(stored)
+        if warning:
+            click.echo(f"Warning: {stored.group}: {warning}", err=True)
+        if not job.grid:
+            rows[stored.group] = stats if as_json else job.summary_line(stats)
+            continue
+        stats = {
+            "group": stored.group,
+            "cached": stored.cached,
+            "elapsed_s": stored.elapsed_s,
+            "nonfinite_points": int(stored.arrays["nonfinite"].sum()),
+            **stats,
+        }
+        add_rows(rows, label, len(jobs) > 1, stats)
+    if any(job.grid for _, job, _, _ in jobs):
+        rows = {"out": out, **rows}
+    summary(f"{title} -> {out}", rows, as_json)
+
+
+def data_config(inputs: Any, split: str, attack: Any, seed: int) -> dict[str, Any]:
     return {
         "checkpoint_sha256": inputs.checkpoint_sha256,
         "dataset": inputs.spec["dataset"],

@@ -11,7 +11,6 @@ import click
 from ..util import BadInput
 from .common import (
     EPS,
-    AnalysisInputs,
     add_rows,
     analysis_inputs,
     analysis_options,
@@ -39,7 +38,7 @@ class GridJob:
 
 def run_grid_command(
     analysis: str,
-    inputs: AnalysisInputs,
+    inputs: Any,
     runs: list[tuple[float, str]],
     job: Callable[[float, str], GridJob],
     *,
