@@ -185,6 +185,8 @@ class Analysis:
         """Every option after defaults, JSON-ready (the attack flattened into it)."""
         out: dict[str, Any] = {}
         for f in fields(self):  # type: ignore[arg-type]
+            if not f.metadata.get("config", True):
+                continue
             value = getattr(self, f.name)
             if isinstance(value, AttackConfig):
                 out.update(value.as_dict())

@@ -283,6 +283,100 @@ class Directions:
     trajectory: Trajectory | None = None
 
 
+FILE_KINDS = ("interp", "pca")  # kinds read from files; `eigen` too, with a stored group
+
+
+def load_directions(
+    kind: str,
+    model: nn.Module,
+    count: int,
+    *,
+    hessian_group: str | None = None,
+    results_file: str | Path | None = None,
+    other: Sequence[str | Path] = (),
+    trajectory: str | Path | None = None,
+    spec: Mapping | None = None,
+    orthogonal: bool = False,
+) -> Directions | None:
+    """The directions of a kind that lives in files, read for an analysis (which never
+    opens files itself); None for the kinds an analysis computes (`compute_directions`).
+
+    `eigen` with `hessian_group` (`[FILE:]/hessian/<run>`, FILE defaulting to
+    `results_file`, saved with --save-vectors); `interp` needs `count` checkpoints in
+    `other`; `pca` a `trajectory` folder; both need the model's `spec`.
+    """
+    if kind not in KINDS:
+        raise BadInput(f"--dirs {kind!r} is not valid; use one of {', '.join(KINDS)}")
+    traj = None
+    if kind == "eigen" and hessian_group is not None:
+        vectors = stored_eigen_directions(model, hessian_group, results_file)
+        if len(vectors) < count:
+            raise BadInput(
+                f"--hessian-group {hessian_group} holds {len(vectors)} eigenvectors; {count} needed"
+            )
+        vectors = vectors[:count]
+    elif kind == "interp":
+        if len(other) != count or spec is None:
+            raise BadInput(
+                f"--dirs interp in {count}D needs {count} --other checkpoint(s), got {len(other)}"
+            )
+        device = next(iter(named_params(model).values())).device
+        vectors = [interpolation_direction(model, spec, p, device) for p in other]
+    elif kind == "pca":
+        if trajectory is None or spec is None:
+            raise BadInput("--dirs pca needs --trajectory DIR, a folder of training checkpoints")
+        traj = trajectory_directions(model, spec, trajectory, count)
+        vectors = traj.directions
+    else:
+        return None
+    if orthogonal and len(vectors) > 1:
+        vectors = orthogonalize(vectors)
+    return Directions(vectors, kind, traj)
+
+
+def compute_directions(
+    kind: str,
+    model: nn.Module,
+    count: int,
+    *,
+    X: Tensor | None = None,
+    y: Tensor | None = None,
+    seed: int = 0,
+    bias_bn: str = "ignore",
+    attack=None,
+    orthogonal: bool = False,
+) -> Directions:
+    """`count` directions of a kind computed around the model's parameters (module docstring).
+
+    Random kinds draw from a generator seeded with `seed` on the parameters' device;
+    `eigen` computes the top eigenvectors of the Hessian of L_eps on (X, y) under
+    `attack` (None: the clean loss).
+    """
+    if kind not in KINDS or kind in FILE_KINDS:
+        computed = [k for k in KINDS if k not in FILE_KINDS]
+        raise BadInput(f"--dirs {kind!r} is not computed here; use one of {', '.join(computed)}")
+    if bias_bn not in BIAS_BN:
+        raise BadInput(f"--bias-bn {bias_bn!r} is not valid; use one of {', '.join(BIAS_BN)}")
+    base = named_params(model)
+    device = next(iter(base.values())).device
+    if kind in ("filter", "random"):
+        gen = torch.Generator(device=device).manual_seed(int(seed))
+        if kind == "filter":
+            vectors = [filter_direction(base, gen, bias_bn) for _ in range(count)]
+        else:
+            vectors = [random_direction(base, gen) for _ in range(count)]
+    else:
+        if X is None or y is None:
+            raise BadInput("eigen directions need data (X, y) or a stored --hessian-group")
+        from .hessian import eigen_directions
+
+        eps = 0.0 if attack is None else attack.eps
+        vectors = eigen_directions(model, X, y, count, eps, attack=attack, seed=seed)
+    if orthogonal and len(vectors) > 1:
+        vectors = orthogonalize(vectors)
+    return Directions(vectors, kind)
+
+
 def make_directions(
     kind: str,
     model: nn.Module,
@@ -300,53 +394,30 @@ def make_directions(
     attack=None,
     orthogonal: bool = False,
 ) -> Directions:
-    """`count` directions of one kind around the model's parameters (module docstring).
-
-    Random kinds draw from a generator seeded with `seed` on the parameters' device.
-    `eigen` reads `hessian_group` (`[FILE:]/hessian/<run>`, FILE defaulting to
-    `results_file`) or computes the top eigenvectors of the Hessian of L_eps on (X, y)
-    under `attack` (None: the clean loss). `interp` needs `count` checkpoints in `other`;
-    `pca` a `trajectory` folder; both need the model's `spec`.
-    """
-    if kind not in KINDS:
-        raise BadInput(f"--dirs {kind!r} is not valid; use one of {', '.join(KINDS)}")
+    """`count` directions of one kind: read (`load_directions`) or computed (`compute_directions`)."""
     if bias_bn not in BIAS_BN:
         raise BadInput(f"--bias-bn {bias_bn!r} is not valid; use one of {', '.join(BIAS_BN)}")
-    base = named_params(model)
-    device = next(iter(base.values())).device
-    traj = None
-    if kind in ("filter", "random"):
-        gen = torch.Generator(device=device).manual_seed(int(seed))
-        if kind == "filter":
-            vectors = [filter_direction(base, gen, bias_bn) for _ in range(count)]
-        else:
-            vectors = [random_direction(base, gen) for _ in range(count)]
-    elif kind == "eigen":
-        if hessian_group is not None:
-            vectors = stored_eigen_directions(model, hessian_group, results_file)
-            if len(vectors) < count:
-                raise BadInput(
-                    f"--hessian-group {hessian_group} holds {len(vectors)} eigenvectors; {count} needed"
-                )
-            vectors = vectors[:count]
-        else:
-            if X is None or y is None:
-                raise BadInput("eigen directions need data (X, y) or a stored --hessian-group")
-            from .hessian import eigen_directions
-
-            eps = 0.0 if attack is None else attack.eps
-            vectors = eigen_directions(model, X, y, count, eps, attack=attack, seed=seed)
-    elif kind == "interp":
-        if len(other) != count or spec is None:
-            raise BadInput(
-                f"--dirs interp in {count}D needs {count} --other checkpoint(s), got {len(other)}"
-            )
-        vectors = [interpolation_direction(model, spec, p, device) for p in other]
-    else:
-        if trajectory is None or spec is None:
-            raise BadInput("--dirs pca needs --trajectory DIR, a folder of training checkpoints")
-        traj = trajectory_directions(model, spec, trajectory, count)
-        vectors = traj.directions
-    if orthogonal and len(vectors) > 1:
-        vectors = orthogonalize(vectors)
-    return Directions(vectors, kind, traj)
+    loaded = load_directions(
+        kind,
+        model,
+        count,
+        hessian_group=hessian_group,
+        results_file=results_file,
+        other=other,
+        trajectory=trajectory,
+        spec=spec,
+        orthogonal=orthogonal,
+    )
+    if loaded is not None:
+        return loaded
+    return compute_directions(
+        kind,
+        model,
+        count,
+        X=X,
+        y=y,
+        seed=seed,
+        bias_bn=bias_bn,
+        attack=attack,
+        orthogonal=orthogonal,
+    )

@@ -49,7 +49,7 @@ from torch.func import vmap
 from . import store
 from .attacks import AttackConfig, perturb
 from .params import eval_mode, functional_forward
-from .util import BadInput, make_generator
+from .util import make_generator
 
 KINDS = ("forward", "forward_stacked", "input_grad", "weight_grad", "hvp")
 BACKWARD_KINDS = ("input_grad", "weight_grad", "hvp")
@@ -273,6 +273,10 @@ class Tally:
         self.pgd(examples, batch_size, attack, times)
         self.add("forward", examples, batch_size, times * (2 if attack.eps > 0 else 1))
 
+    def resume_note(self, context: Any) -> None:
+        """What a grid run's stored state leaves to do (`analysis.PlanContext`)."""
+        _resume_note(self, context.done, context.complete)
+
     def eigensolver(self, k: int, method: str, examples: int, batch_size: int) -> None:
         """Top-k eigenpairs (`curvature.top_eigenpairs`): the solver's products, then the k
         of the residual check (vmapped in blocks)."""
@@ -326,7 +330,7 @@ def lanczos_estimate(k: int) -> int:
     return max(2 * k + 1, 20) + 5 * k
 
 
-def _eigen_directions(
+def eigen_directions_passes(
     tally: Tally, k: int, examples: int, attack: AttackConfig | None, batch_size: int = 256
 ) -> None:
     """`hessian.eigen_directions`: PGD once at theta, then the top-k eigenpairs (Lanczos)."""
@@ -394,7 +398,7 @@ def surface_plan(
     tally = Tally()
     dim, n = len(shape), int(X.shape[0])
     if dirs == "eigen" and direction_options.get("hessian_group") is None:
-        _eigen_directions(tally, dim, n, attack)
+        eigen_directions_passes(tally, dim, n, attack)
         trajectory = None
     else:
         trajectory = make_directions(
@@ -462,7 +466,7 @@ def cosine_plan(
     tally = Tally()
     n = int(X.shape[0])
     if hessian_group is None:
-        _eigen_directions(tally, 1, n, attack if attack.eps > 0 else None)
+        eigen_directions_passes(tally, 1, n, attack if attack.eps > 0 else None)
     else:
         make_directions("eigen", model, 1, hessian_group=hessian_group, results_file=out)
     done, complete = grid_done(out, group, config, alphas.shape, FIELDS, overwrite=overwrite)
@@ -477,60 +481,6 @@ def cosine_plan(
     }
     sizes.update({f: (alphas.shape, F64 if not f.startswith("zero") else I64) for f in FIELDS})
     return tally.plan("cosine", [group], calibration, arrays_bytes(sizes))
-
-
-def smoothness_plan(
-    model: nn.Module,
-    X: Tensor,
-    y: Tensor,
-    *,
-    out: str,
-    group: str,
-    config: Mapping[str, Any],
-    radii: np.ndarray,
-    attack: AttackConfig,
-    norms: Sequence[str],
-    dirs: str,
-    count: int | None,
-    batch_size: int,
-    hessian_group: str | None,
-    overwrite: bool,
-    calibration: Calibration,
-) -> Plan:
-    """`landscape smoothness`: for each norm and direction, the gradient at theta and at
-    every pending radius, each after PGD (L-inf and L2 run the same iterations)."""
-    from .directions import make_directions
-    from .smoothness import NORMS, fields_for
-
-    # The checks `smoothness.smoothness` makes before computing.
-    if not norms or any(n not in NORMS for n in norms):
-        raise BadInput(f"--norms {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}")
-    if attack.eps == 0 and any(n != "clean" for n in norms):
-        raise BadInput("--norms linf/l2 need --eps > 0; with eps 0 only the clean profile exists")
-    tally = Tally()
-    n = int(X.shape[0])
-    k = count or (4 if dirs == "random" else 1)
-    linf = attack if attack.eps > 0 else None
-    if dirs == "eigen" and hessian_group is None:
-        _eigen_directions(tally, k, n, linf)
-    else:
-        make_directions(dirs, model, k, hessian_group=hessian_group, results_file=out)
-    done, complete = grid_done(
-        out, group, config, radii.shape, fields_for(norms), overwrite=overwrite
-    )
-    _resume_note(tally, done, complete)
-    pending = int((~done).sum())
-    points = (pending + 1 if pending else 0) * k
-    for norm in norms:
-        tally.pgd(n, batch_size, linf if norm != "clean" else None, points)
-        tally.add("weight_grad", n, batch_size, points)
-    sizes = {
-        "radius": (radii.shape, F64),
-        "done": (radii.shape, BOOL),
-        "nonfinite": (radii.shape, BOOL),
-    }
-    sizes.update({f: (radii.shape, F64) for f in fields_for(norms)})
-    return tally.plan("smoothness", [group], calibration, arrays_bytes(sizes))
 
 
 def _state_bytes(model: nn.Module) -> int:

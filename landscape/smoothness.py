@@ -26,8 +26,9 @@ The L2 attack runs as many iterations as the L-inf one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,8 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad
 
+from .analysis import Analysis, Group, Inputs, PlanContext, Stored
 from .attacks import AttackConfig, attack_config, perturb
-from .directions import Directions, make_directions, on_params, unit
+from .directions import Directions, compute_directions, on_params, unit
+from .dryrun import BOOL, F64, Plan, Tally, arrays_bytes
 from .params import ParamDict, combine, eval_mode, forward_at, functional_forward, named_params
 from .store import MASKS, Grid, resolve_grid
 from .util import BadInput, make_generator
@@ -64,7 +67,7 @@ def fields_for(norms: Sequence[str]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Smoothness:
+class SmoothnessResult:
     """The arrays of one `/smoothness/<run>` group, indexed by `radius`; `eps` per norm goes to attrs."""
 
     radius: np.ndarray
@@ -81,6 +84,16 @@ class Smoothness:
 
     def attrs(self) -> dict[str, float]:
         return {f"eps_{n}": e for n, e in self.eps.items()}
+
+
+def check_norms(norms: Sequence[str] | None, eps: float) -> tuple[str, ...]:
+    """The profiled norms: as given, or clean, linf and l2 (clean only at eps 0)."""
+    norms = tuple(norms) if norms is not None else (NORMS if eps > 0 else ("clean",))
+    if not norms or any(n not in NORMS for n in norms):
+        raise BadInput(f"--norms {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}")
+    if eps == 0 and any(n != "clean" for n in norms):
+        raise BadInput("--norms linf/l2 need --eps > 0; with eps 0 only the clean profile exists")
+    return norms
 
 
 def loss_gradient(
@@ -140,22 +153,15 @@ def smoothness(
     family: str | None = None,
     seed: int = 0,
     batch_size: int = 1024,
-    hessian_group: str | None = None,
-    results_file: str | None = None,
     grid: Grid | None = None,
     progress: Progress | None = None,
-) -> Smoothness:
+) -> SmoothnessResult:
     """The gradient-Lipschitz profile (module docstring) at the L-inf budget `eps`.
 
     `norms` defaults to clean, linf and l2 (clean only when eps = 0); `l2_eps` overrides
     the `match` rule. `count` directions (default 4 random, 1 eigen).
     """
-    norms = tuple(norms) if norms is not None else (NORMS if eps > 0 else ("clean",))
-    bad = [n for n in norms if n not in NORMS]
-    if bad or not norms:
-        raise BadInput(f"--norms {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}")
-    if eps == 0 and any(n != "clean" for n in norms):
-        raise BadInput("--norms linf/l2 need --eps > 0; with eps 0 only the clean profile exists")
+    norms = check_norms(norms, eps)
     radii = np.asarray(radius, dtype=float)
     if radii.ndim != 1 or radii.size == 0 or not np.all(np.isfinite(radii)) or np.any(radii <= 0):
         raise BadInput("the radii must be a non-empty list of finite numbers > 0")
@@ -176,16 +182,8 @@ def smoothness(
         if directions not in DIRECTION_KINDS:
             raise BadInput(f"--dirs {directions!r} is not valid; use {', '.join(DIRECTION_KINDS)}")
         n = count or (4 if directions == "random" else 1)
-        directions = make_directions(
-            directions,
-            model,
-            n,
-            X=X,
-            y=y,
-            seed=seed,
-            hessian_group=hessian_group,
-            results_file=results_file,
-            attack=attacks.get("linf"),
+        directions = compute_directions(
+            directions, model, n, X=X, y=y, seed=seed, attack=attacks.get("linf")
         )
     vectors = directions.vectors if isinstance(directions, Directions) else list(directions)
     if not vectors:
@@ -225,10 +223,115 @@ def smoothness(
                 for j in range(len(vectors))
             )
         grid.run(pending, work, progress)  # one radius per task
-    return Smoothness(
+    return SmoothnessResult(
         radius=radii,
         done=done.copy(),
         nonfinite=grid.nonfinite.copy(),
         lipschitz={f: arrays[f].copy() for f in fields},
         eps={n: budgets[n] for n in norms},
     )
+
+
+@dataclass(frozen=True)
+class Smoothness(Analysis):
+    """The gradient-Lipschitz profile (module docstring) as an analysis: `attack` is the
+    L-inf attack (its eps the budget), `radii` the radii r, `dirs` random or eigen
+    (`count` of them), `directions` given ones (read by the caller from
+    `hessian_group`, which is recorded), else computed here."""
+
+    name: ClassVar[str] = "smoothness"
+    grid: ClassVar[bool] = True
+    axes: ClassVar[tuple[str, ...]] = ("radius",)
+
+    attack: AttackConfig
+    radii: tuple[float, ...] = DEFAULT_RADIUS
+    dirs: str = "random"
+    count: int | None = None
+    norms: tuple[str, ...] | None = None
+    l2_match: str = "volume"
+    l2_eps: float | None = None
+    hessian_group: str | None = None
+    batch_size: int = 1024
+    seed: int = 0
+    directions: Directions | None = field(default=None, compare=False, metadata={"config": False})
+
+    def profiled(self) -> tuple[str, ...]:
+        return check_norms(self.norms, self.attack.eps)
+
+    def check(self, inputs: Inputs) -> None:
+        self.profiled()
+        if self.dirs not in DIRECTION_KINDS:
+            raise BadInput(f"--dirs {self.dirs!r} is not valid; use {', '.join(DIRECTION_KINDS)}")
+        matched_l2_eps(self.attack.eps, 1, self.l2_match)
+
+    def shape(self, inputs: Inputs) -> tuple[int, ...]:
+        return (len(self.radii),)
+
+    def fields(self) -> tuple[str, ...]:
+        return fields_for(self.profiled())
+
+    def compute(
+        self, inputs: Inputs, *, grid: Grid | None = None, progress: Progress | None = None
+    ) -> SmoothnessResult:
+        return smoothness(
+            inputs.model,
+            inputs.X,
+            inputs.y,
+            eps=self.attack.eps,
+            radius=self.radii,
+            directions=self.directions or self.dirs,
+            count=self.count,
+            norms=self.profiled(),
+            match=self.l2_match,
+            l2_eps=self.l2_eps,
+            steps=self.attack.steps,
+            step_size=self.attack.step_size,
+            family=inputs.family,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            grid=grid,
+            progress=progress,
+        )
+
+    def plan(self, inputs: Inputs, context: PlanContext) -> Plan:
+        """For each norm and direction, the gradient at theta and at every pending radius,
+        each after PGD (L-inf and L2 run the same iterations)."""
+        from .dryrun import eigen_directions_passes
+
+        norms, n, bs = self.profiled(), int(inputs.X.shape[0]), self.batch_size
+        tally = Tally()
+        k = self.count or (4 if self.dirs == "random" else 1)
+        linf = self.attack if self.attack.eps > 0 else None
+        if self.dirs == "eigen" and self.directions is None:
+            eigen_directions_passes(tally, k, n, linf)
+        tally.resume_note(context)
+        pending = int((~context.done).sum())
+        points = (pending + 1 if pending else 0) * k
+        for norm in norms:
+            tally.pgd(n, bs, linf if norm != "clean" else None, points)
+            tally.add("weight_grad", n, bs, points)
+        shape = self.shape(inputs)
+        sizes = {"radius": (shape, F64), "done": (shape, BOOL), "nonfinite": (shape, BOOL)}
+        sizes.update({f: (shape, F64) for f in self.fields()})
+        return tally.plan("smoothness", [context.group], context.calibration, arrays_bytes(sizes))
+
+    def to_group(self, result: SmoothnessResult) -> Group:
+        return Group(result.arrays(), dict(result.dims()), result.attrs())
+
+    def from_group(
+        self, arrays: Mapping[str, Any], attrs: Mapping[str, Any], where: str
+    ) -> SmoothnessResult:
+        norms = self.profiled()
+        return SmoothnessResult(
+            radius=arrays["radius"],
+            done=arrays["done"],
+            nonfinite=arrays["nonfinite"],
+            lipschitz={f: arrays[f] for f in fields_for(norms)},
+            eps={n: float(attrs[f"eps_{n}"]) for n in norms},
+        )
+
+    def summary(self, stored: Stored) -> dict[str, Any]:
+        return {
+            f"lipschitz_{n}_at_min_r": float(stored.arrays[f"lipschitz_{n}_mean"][0])
+            for n in self.profiled()
+        }

@@ -19,6 +19,7 @@ from .common import (
     data_config,
     eps_runs,
     grid_run,
+    run_jobs,
     summary,
 )
 
@@ -459,89 +460,34 @@ def smoothness_cmd(
 
     --eps is the L-inf budget; the L2 budget follows --l2-match (or --l2-eps); --norm is
     not used (both norms are profiled). Eigen directions are those of the L-inf L_eps."""
-    from .. import dryrun
     from ..attacks import attack_config
-    from ..smoothness import fields_for, smoothness
+    from ..directions import load_directions
+    from ..smoothness import Smoothness
     from ..surface import parse_range
 
-    rs = parse_range(radii, "--radii", log=True)
+    rs = tuple(parse_range(radii, "--radii", log=True))
     chosen = tuple(n.strip() for n in norms.split(",") if n.strip()) if norms is not None else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-
-    def job(eps: float, run: str) -> GridJob:
+    k = count or (4 if dirs == "random" else 1)
+    given = load_directions(dirs, inputs.model, k, hessian_group=hessian_group, results_file=out)
+    jobs = []
+    for eps, run in eps_runs(checkpoint, name, eps_list, dirs=dirs):
         attack = attack_config(
             eps, family=inputs.family, norm="linf", steps=pgd_steps, step_size=pgd_step_size
         )
-        use = chosen or (("clean", "linf", "l2") if eps > 0 else ("clean",))
-        config = {
-            "analysis": "smoothness",
-            "radii": radii,
-            "dirs": dirs,
-            "directions": count,
-            "norms": list(use),
-            "l2_match": l2_match,
-            "l2_eps": l2_eps,
-            "hessian_group": hessian_group,
-            **data_config(inputs, data["split"], attack, seed),
-        }
-
-        def compute(grid: Any, progress: Callable[[int, int], None]) -> Any:
-            return smoothness(
-                inputs.model,
-                inputs.X,
-                inputs.y,
-                eps=eps,
-                radius=rs,
-                directions=dirs,
-                count=count,
-                norms=use,
-                match=l2_match,
-                l2_eps=l2_eps,
-                steps=pgd_steps,
-                step_size=pgd_step_size,
-                family=inputs.family,
-                seed=seed,
-                batch_size=batch_size,
-                hessian_group=hessian_group,
-                results_file=out,
-                grid=grid,
-                progress=progress,
-            )
-
-        def plan(calibration: Any) -> Any:
-            return dryrun.smoothness_plan(
-                inputs.model,
-                inputs.X,
-                inputs.y,
-                out=out,
-                group=f"/smoothness/{run}",
-                config=config,
-                radii=rs,
-                attack=attack,
-                norms=use,
-                dirs=dirs,
-                count=count,
-                batch_size=batch_size,
-                hessian_group=hessian_group,
-                overwrite=overwrite,
-                calibration=calibration,
-            )
-
-        def stats(arrays: dict[str, Any]) -> dict[str, Any]:
-            return {f"lipschitz_{n}_at_min_r": float(arrays[f"lipschitz_{n}_mean"][0]) for n in use}
-
-        return GridJob(config, rs.shape, fields_for(use), compute, plan, stats)
-
-    runs = eps_runs(checkpoint, name, eps_list, dirs=dirs)
-    run_grid_command(
-        "smoothness",
-        inputs,
-        runs,
-        job,
-        out=out,
-        overwrite=overwrite,
-        seed=seed,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        as_json=as_json,
-    )
+        job = Smoothness(
+            attack,
+            radii=rs,
+            dirs=dirs,
+            count=count,
+            norms=chosen,
+            l2_match=l2_match,
+            l2_eps=l2_eps,
+            hessian_group=hessian_group,
+            batch_size=batch_size,
+            seed=seed,
+            directions=given,
+        )
+        job.check(inputs)
+        jobs.append((inputs, job, run, f"eps {eps:.4g}"))
+    run_jobs("smoothness", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)
