@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,19 +33,6 @@ from ..util import BadInput, atomic_path  # noqa: E402
 FORMATS = ("png", "pdf", "svg", "html")
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
-RENDERER_MODULES = (
-    "hessian",
-    "cosine",
-    "surface",
-    "smoothness",
-    "connect",
-    "trace",
-    "toy",
-    "sweep",
-    "table",
-    "schedule",
-    "evalcurve",
-)
 
 
 @dataclass(frozen=True)
@@ -100,12 +88,9 @@ def renderer(
 
 
 def renderers() -> dict[str, Renderer]:
-    for name in RENDERER_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
+    """Every registered renderer: each module of this package registers its own on import."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
     return _RENDERERS
 
 
