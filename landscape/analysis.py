@@ -16,7 +16,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -168,7 +168,9 @@ class Analysis:
         mask = stored.arrays.get("nonfinite")
         if mask is None or not np.any(mask):
             return None
-        where = nonfinite_where(mask, {a: stored.arrays[a] for a in self.axes})
+        where = nonfinite_where(
+            mask, {a: stored.arrays[a] for a in self.axes if a in stored.arrays}
+        )
         return (
             f"non-finite loss at {int(np.sum(mask))} of {np.size(mask)} points ({where}); "
             "stored as NaN and flagged in `nonfinite`"
@@ -199,6 +201,18 @@ class Analysis:
     def config(self, inputs: Inputs) -> dict[str, Any]:
         """The stored config: a stored run with exactly this config is a cache hit."""
         return {"analysis": self.name, **inputs.data_config(), **self.options()}
+
+
+def speed_knob(default: Any) -> Any:
+    """A field that changes how fast a result comes, not its numbers (batch sizes, points
+    per vmapped call): kept out of the stored config, so changing it reuses stored work."""
+    return field(default=default, metadata={"config": False})
+
+
+def given(default: Any = None) -> Any:
+    """A field of inputs handed over by the caller (directions read from files): not
+    config; the config records where they came from."""
+    return field(default=default, compare=False, metadata={"config": False})
 
 
 def analyses() -> dict[str, type[Analysis]]:

@@ -22,13 +22,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .analysis import Analysis, Group, Inputs, PlanContext, Stored, given, speed_knob
 from .attacks import AttackConfig, attack_config, perturb
-from .directions import make_directions, on_params, random_direction, unit
+from .directions import compute_directions, on_params, random_direction, unit
+from .dryrun import BOOL, F64, I64, Plan, Tally, arrays_bytes
 from .params import ParamDict, combine, eval_mode, forward_at, named_params
 from .store import MASKS, Grid, resolve_grid
 from .util import BadInput, make_generator
@@ -47,7 +50,7 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class Cosine:
+class CosineResult:
     """The arrays of one `/cosine/<run>` group, each indexed by `alpha`."""
 
     alpha: np.ndarray
@@ -75,6 +78,16 @@ class Cosine:
     def attrs(self) -> dict[str, int]:
         """What the zero counts are out of: examples x repeats per direction kind and a."""
         return {"examples": self.examples, "repeats": self.repeats}
+
+
+def check_grid(alpha: Sequence[float] | np.ndarray, repeats: int) -> np.ndarray:
+    """The grid of a as an array; BadInput for an empty or non-finite grid or no repeats."""
+    if repeats < 1:
+        raise BadInput(f"--repeats {repeats} must be >= 1")
+    alphas = np.asarray(alpha, dtype=float)
+    if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)):
+        raise BadInput("the alpha grid must be a non-empty list of finite numbers")
+    return alphas
 
 
 def perturbation_cosine(d_plus: Tensor, d_minus: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -154,22 +167,17 @@ def cosine(
     repeats: int = 4,
     seed: int = 0,
     batch_size: int = 1024,
-    hessian_group: str | None = None,
-    results_file: str | None = None,
     grid: Grid | None = None,
     progress: Progress | None = None,
-) -> Cosine:
+) -> CosineResult:
     """Liu et al.'s perturbation cosine along `top` and `random` unit directions (module docstring).
 
-    `directions` may give both as name-keyed dicts (they are normalized to unit norm);
-    by default `top` is read from `hessian_group` or computed (top eigenvector of the
-    Hessian of L_eps on (X, y)) and `random` is drawn from `seed`.
+    `directions` may give either or both as name-keyed dicts (normalized to unit norm;
+    for instance a stored eigenvector read by `directions.load_directions`); by default
+    `top` is computed (the top eigenvector of the Hessian of L_eps on (X, y)) and
+    `random` is drawn from `seed`.
     """
-    if repeats < 1:
-        raise BadInput(f"--repeats {repeats} must be >= 1")
-    alphas = np.asarray(alpha, dtype=float)
-    if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)):
-        raise BadInput("the alpha grid must be a non-empty list of finite numbers")
+    alphas = check_grid(alpha, repeats)
     family = family or ("mnist-like" if X.shape[1] == 1 else "cifar-like")
     attack = attack_config(eps, family=family, norm=norm, steps=steps, step_size=step_size)
     base = named_params(model)
@@ -178,16 +186,8 @@ def cosine(
     if unknown:
         raise BadInput(f"unknown direction kind(s) {unknown}; use {', '.join(KINDS)}")
     if "top" not in given:
-        given["top"] = make_directions(
-            "eigen",
-            model,
-            1,
-            X=X,
-            y=y,
-            seed=seed,
-            hessian_group=hessian_group,
-            results_file=results_file,
-            attack=attack if eps > 0 else None,
+        given["top"] = compute_directions(
+            "eigen", model, 1, X=X, y=y, seed=seed, attack=attack if eps > 0 else None
         ).vectors[0]
     if "random" not in given:
         given["random"] = random_direction(base, make_generator(seed, X.device))
@@ -230,7 +230,7 @@ def cosine(
     for kind in KINDS:
         key = f"zero_perturbations_{kind}"
         out[key] = np.nan_to_num(out[key], nan=-1).astype(np.int64)
-    return Cosine(
+    return CosineResult(
         alpha=alphas,
         done=done.copy(),
         examples=int(X.shape[0]),
@@ -238,3 +238,87 @@ def cosine(
         nonfinite=grid.nonfinite.copy(),
         **out,
     )
+
+
+@dataclass(frozen=True)
+class Cosine(Analysis):
+    """Liu et al.'s perturbation cosine (module docstring) as an analysis: `alpha` is the
+    grid of a, `directions` optional given ones (`top` read by the caller from the
+    recorded `hessian_group`), else computed here."""
+
+    name: ClassVar[str] = "cosine"
+    grid: ClassVar[bool] = True
+    axes: ClassVar[tuple[str, ...]] = ("alpha",)
+
+    attack: AttackConfig
+    alpha: tuple[float, ...] = DEFAULT_ALPHA
+    repeats: int = 4
+    hessian_group: str | None = None
+    batch_size: int = speed_knob(1024)
+    seed: int = 0
+    directions: Mapping[str, ParamDict] | None = given()
+
+    def check(self, inputs: Inputs) -> None:
+        check_grid(self.alpha, self.repeats)
+
+    def shape(self, inputs: Inputs) -> tuple[int, ...]:
+        return (len(self.alpha),)
+
+    def fields(self) -> tuple[str, ...]:
+        return FIELDS
+
+    def compute(
+        self, inputs: Inputs, *, grid: Grid | None = None, progress: Progress | None = None
+    ) -> CosineResult:
+        return cosine(
+            inputs.model,
+            inputs.X,
+            inputs.y,
+            eps=self.attack.eps,
+            norm=self.attack.norm,
+            steps=self.attack.steps,
+            step_size=self.attack.step_size,
+            family=inputs.family,
+            alpha=self.alpha,
+            directions=self.directions,
+            repeats=self.repeats,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            grid=grid,
+            progress=progress,
+        )
+
+    def plan(self, inputs: Inputs, context: PlanContext) -> Plan:
+        """Per a, for the top and the random direction, `repeats` times, PGD and a forward
+        at theta + a v and at theta - a v."""
+        from .dryrun import eigen_directions_passes
+
+        n, bs, attack = int(inputs.X.shape[0]), self.batch_size, self.attack
+        tally = Tally()
+        if not (self.directions and "top" in self.directions):
+            eigen_directions_passes(tally, 1, n, attack if attack.eps > 0 else None)
+        tally.resume_note(context)
+        times = int((~context.done).sum()) * 2 * self.repeats * 2
+        tally.pgd(n, bs, attack, times)
+        tally.add("forward", n, bs, times)
+        shape = self.shape(inputs)
+        sizes = {"alpha": (shape, F64), "done": (shape, BOOL), "nonfinite": (shape, BOOL)}
+        sizes.update({f: (shape, F64 if not f.startswith("zero") else I64) for f in FIELDS})
+        return tally.plan("cosine", [context.group], context.calibration, arrays_bytes(sizes))
+
+    def to_group(self, result: CosineResult) -> Group:
+        return Group(result.arrays(), dict(result.dims()), result.attrs())
+
+    def from_group(
+        self, arrays: Mapping[str, Any], attrs: Mapping[str, Any], where: str
+    ) -> CosineResult:
+        return CosineResult(
+            alpha=arrays["alpha"],
+            **{f: arrays[f] for f in (*FIELDS, *MASKS)},
+            examples=int(attrs.get("examples", 0)),
+            repeats=int(attrs.get("repeats", 0)),
+        )
+
+    def summary(self, stored: Stored) -> dict[str, Any]:
+        last = ("cosine_top_mean", "cosine_random_mean", "zero_perturbations_top")
+        return {f"{k}_at_max_a": float(stored.arrays[k][-1]) for k in last}

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad
 
-from .analysis import Analysis, Group, Inputs, PlanContext, Stored
+from .analysis import Analysis, Group, Inputs, PlanContext, Stored, given, speed_knob
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import Directions, compute_directions, on_params, unit
 from .dryrun import BOOL, F64, Plan, Tally, arrays_bytes
@@ -251,9 +251,9 @@ class Smoothness(Analysis):
     l2_match: str = "volume"
     l2_eps: float | None = None
     hessian_group: str | None = None
-    batch_size: int = 1024
+    batch_size: int = speed_knob(1024)
     seed: int = 0
-    directions: Directions | None = field(default=None, compare=False, metadata={"config": False})
+    directions: Directions | None = given()
 
     def profiled(self) -> tuple[str, ...]:
         return check_norms(self.norms, self.attack.eps)

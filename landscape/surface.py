@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from .analysis import Analysis, Group, Inputs, PlanContext, Stored, given, speed_knob
 from .attacks import AttackConfig, attack_config, perturb
-from .directions import Directions, make_directions, on_params
+from .directions import FILE_KINDS, Directions, compute_directions, on_params
+from .dryrun import BOOL, F32, F64, Plan, Tally, arrays_bytes
 from .params import (
     ParamDict,
     combine,
@@ -79,7 +82,7 @@ def parse_range(text: str, option: str = "--range", *, log: bool = False) -> np.
 
 
 @dataclass(frozen=True)
-class Surface:
+class SurfaceResult:
     """The arrays of one `/surface/<run>` group (`y` and the adversarial fields are optional)."""
 
     x: np.ndarray
@@ -242,12 +245,12 @@ def surface(
     grid: Grid | None = None,
     progress: Progress | None = None,
     **direction_options,
-) -> Surface:
+) -> SurfaceResult:
     """The loss surface around the model's parameters (see the module docstring).
 
-    `directions` is a kind (`filter`, `random`, `eigen`, `interp`, `pca`, resolved by
-    `make_directions` with `direction_options`), a `Directions`, or `dim` name-keyed
-    dicts. `xrange`/`yrange` are (a, b, n) or explicit coordinates. With `grid`, points
+    `directions` is a computed kind (`filter`, `random`, `eigen`, made by
+    `compute_directions` with `direction_options`), a `Directions` (for instance read by
+    `directions.load_directions`), or `dim` name-keyed dicts. `xrange`/`yrange` are (a, b, n) or explicit coordinates. With `grid`, points
     already done there are skipped and new ones are recorded in it (resumable runs).
     """
     if dim not in (1, 2):
@@ -263,7 +266,7 @@ def surface(
         else None
     )
     if isinstance(directions, str):
-        directions = make_directions(
+        directions = compute_directions(
             directions, model, dim, X=X, y=y, seed=seed, **direction_options
         )
     dset = directions if isinstance(directions, Directions) else Directions(list(directions))
@@ -318,7 +321,7 @@ def surface(
         grid.run(blocks, work, progress)
 
     traj = dset.trajectory
-    return Surface(
+    return SurfaceResult(
         x=xs,
         y=ys,
         done=done.copy(),
@@ -343,3 +346,144 @@ def _coords(spec: str | tuple[float, float, int] | Sequence[float]) -> np.ndarra
             f"grid coordinates {spec!r} must be a:b:n or a non-empty list of finite numbers"
         )
     return arr
+
+
+@dataclass(frozen=True)
+class Surface(Analysis):
+    """The loss surface (module docstring) as an analysis: `dirs` names the directions
+    (computed here for filter, random and eigen; read by the caller for interp, pca and a
+    stored `hessian_group`, and given as `directions`); `direction_options` are the
+    recorded options of that choice; `attack` at eps 0 means a clean surface."""
+
+    name: ClassVar[str] = "surface"
+    grid: ClassVar[bool] = True
+    axes: ClassVar[tuple[str, ...]] = ("x", "y")
+
+    attack: AttackConfig
+    dirs: str = "filter"
+    dim: int = 1
+    xrange: tuple[float, ...] = tuple(np.linspace(-1.0, 1.0, 21))
+    yrange: tuple[float, ...] | None = None
+    bn: str = "eval"
+    bias_bn: str = "ignore"
+    orthogonal: bool = False
+    hessian_group: str | None = None
+    other: tuple[str, ...] = ()
+    trajectory: str | None = None
+    batch_size: int = speed_knob(1024)
+    points_per_batch: int | None = speed_knob(None)
+    seed: int = 0
+    directions: Directions | None = given()
+
+    def check(self, inputs: Inputs) -> None:
+        if self.dim not in (1, 2):
+            raise BadInput(f"--dim {self.dim} is not valid; use 1 or 2")
+        if self.bn not in BN_MODES:
+            raise BadInput(f"--bn {self.bn!r} is not valid; use one of {', '.join(BN_MODES)}")
+        if self.directions is None and self.dirs in FILE_KINDS:
+            raise BadInput(f"--dirs {self.dirs} directions are read by the caller; pass them")
+
+    def shape(self, inputs: Inputs) -> tuple[int, ...]:
+        ys = self.yrange if self.yrange is not None else self.xrange
+        return (len(self.xrange),) if self.dim == 1 else (len(self.xrange), len(ys))
+
+    def fields(self) -> tuple[str, ...]:
+        return fields_for(self.attack.eps)
+
+    def compute(
+        self, inputs: Inputs, *, grid: Grid | None = None, progress: Progress | None = None
+    ) -> SurfaceResult:
+        directions = self.directions or compute_directions(
+            self.dirs,
+            inputs.model,
+            self.dim,
+            X=inputs.X,
+            y=inputs.y,
+            seed=self.seed,
+            bias_bn=self.bias_bn,
+            attack=self.attack if self.attack.eps > 0 else None,
+            orthogonal=self.orthogonal,
+        )
+        return surface(
+            inputs.model,
+            inputs.X,
+            inputs.y,
+            directions,
+            dim=self.dim,
+            xrange=np.asarray(self.xrange),
+            yrange=None if self.yrange is None else np.asarray(self.yrange),
+            eps=self.attack.eps,
+            norm=self.attack.norm,
+            steps=self.attack.steps,
+            step_size=self.attack.step_size,
+            family=inputs.family,
+            bn=self.bn,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            points_per_batch=self.points_per_batch,
+            grid=grid,
+            progress=progress,
+        )
+
+    def plan(self, inputs: Inputs, context: PlanContext) -> Plan:
+        """Per point a clean pass (vmapped `points_per_batch` at a time, or BN
+        re-estimation plus a clean pass) and, for eps > 0, PGD plus an adversarial forward."""
+        from .dryrun import eigen_directions_passes
+
+        model, shape = inputs.model, self.shape(inputs)
+        n, bs = int(inputs.X.shape[0]), self.batch_size
+        attack = self.attack if self.attack.eps > 0 else None
+        tally = Tally()
+        if self.dirs == "eigen" and self.directions is None:
+            eigen_directions_passes(tally, self.dim, n, attack)
+        tally.resume_note(context)
+        recompute = self.bn == "recompute" and has_batchnorm(model)
+        per_call = (
+            1 if recompute else (self.points_per_batch or default_points_per_batch(inputs.X.device))
+        )
+        flat = context.done.reshape(-1)
+        for start in range(0, flat.size, per_call):
+            block = flat[start : start + per_call]
+            pending = int((~block).sum())
+            if not pending:
+                continue
+            if per_call > 1:
+                tally.add("forward_stacked", n, bs, rows=block.size)
+            else:
+                tally.add("forward", n, bs, 2 if recompute else 1)
+            tally.pgd(n, bs, attack, pending)
+            if attack is not None:
+                tally.add("forward", n, bs, pending)
+        sizes = {"x": ((shape[0],), F64), "done": (shape, BOOL), "nonfinite": (shape, BOOL)}
+        if self.dim == 2:
+            sizes["y"] = ((shape[1],), F64)
+        sizes.update({f: (shape, F64) for f in self.fields()})
+        trajectory = None if self.directions is None else self.directions.trajectory
+        if trajectory is not None:
+            sizes["explained_variance_ratio"] = ((self.dim,), F32)
+            sizes["trajectory"] = ((len(trajectory.paths), self.dim), F32)
+            sizes["trajectory_epoch"] = ((len(trajectory.paths),), F64)
+        return tally.plan(
+            "surface", [context.group], context.calibration, arrays_bytes(sizes), per_call
+        )
+
+    def to_group(self, result: SurfaceResult) -> Group:
+        return Group(result.arrays(), dict(result.dims()), result.attrs())
+
+    def from_group(
+        self, arrays: Mapping[str, Any], attrs: Mapping[str, Any], where: str
+    ) -> SurfaceResult:
+        names = [f.name for f in fields(SurfaceResult) if f.name != "direction_norms"]
+        return SurfaceResult(
+            **{n: arrays.get(n) for n in names},
+            direction_norms=tuple(float(v) for v in attrs.get("direction_norms", ())),
+        )
+
+    def summary(self, stored: Stored) -> dict[str, Any]:
+        return {
+            f"{f}_range": [
+                float(np.nanmin(stored.arrays[f])),
+                float(np.nanmax(stored.arrays[f])),
+            ]
+            for f in self.fields()
+        }

@@ -363,54 +363,6 @@ def open_grid(
     return grids[0] if grids else Grid.in_memory(shape, fields)
 
 
-def grid_run(
-    analysis: str,
-    inputs: Any,
-    out: str,
-    run: str,
-    config: dict[str, Any],
-    shape: tuple[int, ...],
-    fields: tuple[str, ...],
-    compute: Callable[[Any, Callable[[int, int], None]], Any],
-    *,
-    overwrite: bool,
-    seed: int,
-) -> dict[str, Any] | None:
-    """Cache check, resumable grid, progress, provenance and the atomic write of one run."""
-    import time
-
-    from ..store import read_group
-
-    group = f"/{analysis}/{run}"
-    # Under torchrun rank 0 alone reads and writes the results file and the sidecar;
-    # the other ranks compute into an in-memory grid and return None.
-    main = distributed.world().is_main
-    grid = open_grid(out, group, config, shape, fields, overwrite=overwrite)
-    cached = grid is None
-    if not cached:
-        start = time.perf_counter()
-        with progress_bar(math.prod(shape), analysis) as bar:
-            result = compute(
-                grid, grid_progress(bar, bar.add_task(analysis, total=math.prod(shape), info=""))
-            )
-        if not main:
-            return None
-        attrs = inputs.provenance(config, seed, time.perf_counter() - start, command_line())
-        attrs.update(result.attrs())
-        grid.finish({}, attrs, extra=result.arrays(), dims=result.dims(), overwrite=overwrite)
-    if not main:
-        return None
-    arrays, attrs = read_group(out, group)
-    axes = [a for a in ("x", "y", "alpha", "radius") if a in arrays]
-    return {
-        "group": group,
-        "cached": cached,
-        "elapsed_s": float(attrs["elapsed_s"]),
-        "nonfinite_points": warn_nonfinite(group, arrays, tuple(axes)),
-        "arrays": arrays,
-    }
-
-
 def run_jobs(
     title: str,
     jobs: Sequence[tuple[Any, Any, str, str]],
@@ -498,14 +450,3 @@ def run_jobs(
     if any(job.grid for _, job, _, _ in jobs):
         rows = {"out": out, **rows}
     summary(f"{title} -> {out}", rows, as_json)
-
-
-def data_config(inputs: Any, split: str, attack: Any, seed: int) -> dict[str, Any]:
-    return {
-        "checkpoint_sha256": inputs.checkpoint_sha256,
-        "dataset": inputs.spec["dataset"],
-        "split": split,
-        "examples": int(inputs.X.shape[0]),
-        **attack.as_dict(),
-        "seed": seed,
-    }

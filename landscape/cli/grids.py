@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -11,80 +9,13 @@ import click
 from ..util import BadInput
 from .common import (
     EPS,
-    add_rows,
     analysis_inputs,
     analysis_options,
     cli,
     common,
-    data_config,
     eps_runs,
-    grid_run,
     run_jobs,
-    summary,
 )
-
-
-@dataclass(frozen=True)
-class GridJob:
-    """One eps run of a grid command: its config and shape, and how to compute, plan and
-    summarise it (`compute(grid, progress)`, `plan(calibration)`, `stats(arrays)`)."""
-
-    config: dict[str, Any]
-    shape: tuple[int, ...]
-    fields: tuple[str, ...]
-    compute: Callable[[Any, Callable[[int, int], None]], Any]
-    plan: Callable[[Any], Any]
-    stats: Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def run_grid_command(
-    analysis: str,
-    inputs: Any,
-    runs: list[tuple[float, str]],
-    job: Callable[[float, str], GridJob],
-    *,
-    out: str,
-    overwrite: bool,
-    seed: int,
-    batch_size: int,
-    dry_run: bool,
-    as_json: bool,
-) -> None:
-    """Every eps run of one grid command: computed (cached, resumable) or only planned."""
-    from .. import dryrun
-
-    rows: dict[str, Any] = {}
-    plans = []
-    calibration = (
-        dryrun.Calibration(inputs.model, inputs.X, inputs.y, batch_size=batch_size)
-        if dry_run
-        else None
-    )
-    for eps, run in runs:
-        work = job(eps, run)
-        if dry_run:
-            plans.append(work.plan(calibration))
-            continue
-        res = grid_run(
-            analysis,
-            inputs,
-            out,
-            run,
-            work.config,
-            work.shape,
-            work.fields,
-            work.compute,
-            overwrite=overwrite,
-            seed=seed,
-        )
-        if res is None:  # a rank other than 0 under torchrun
-            continue
-        arrays = res.pop("arrays")
-        add_rows(rows, eps, len(runs) > 1, {**res, **work.stats(arrays)})
-    if dry_run:
-        summary(f"dry run: {analysis}", dryrun.combine(analysis, plans).as_dict(), as_json)
-    else:
-        summary(analysis, {"out": out, **rows}, as_json)
 
 
 @cli.command(name="surface")
@@ -166,119 +97,51 @@ def surface_cmd(
     **data: Any,
 ) -> None:
     """Loss surface around a checkpoint in 1D or 2D: clean and adversarial loss and error."""
-    import numpy as np
-
-    from .. import dryrun
     from ..attacks import attack_config
-    from ..directions import make_directions
-    from ..surface import fields_for, parse_range, surface
+    from ..directions import load_directions
+    from ..surface import Surface, parse_range
 
     if yrange is not None and dim == 1:
         raise BadInput("--yrange needs --dim 2")
-    xs = parse_range(xrange)
-    ys = parse_range(yrange or xrange, "--yrange") if dim == 2 else None
+    xs = tuple(parse_range(xrange))
+    ys = tuple(parse_range(yrange or xrange, "--yrange")) if dim == 2 else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    shape = (len(xs),) if ys is None else (len(xs), len(ys))
-    options = {
-        "bias_bn": bias_bn,
-        "hessian_group": hessian_group,
-        "other": list(other),
-        "trajectory": trajectory,
-        "orthogonal": orthogonalize,
-    }
-
-    def job(eps: float, run: str) -> GridJob:
+    given = load_directions(
+        dirs,
+        inputs.model,
+        dim,
+        hessian_group=hessian_group,
+        results_file=out,
+        other=other,
+        trajectory=trajectory,
+        spec=inputs.spec,
+        orthogonal=orthogonalize,
+    )
+    jobs = []
+    for eps, run in eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d"):
         attack = attack_config(
             eps, family=inputs.family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
         )
-        adversarial = attack if eps > 0 else None
-        config = {
-            "analysis": "surface",
-            "dirs": dirs,
-            "dim": dim,
-            "range": xrange,
-            "yrange": yrange or xrange,
-            "bn": bn,
-            **options,
-            **data_config(inputs, data["split"], attack, seed),
-        }
-
-        def compute(grid: Any, progress: Callable[[int, int], None]) -> Any:
-            directions = make_directions(
-                dirs,
-                inputs.model,
-                dim,
-                X=inputs.X,
-                y=inputs.y,
-                seed=seed,
-                results_file=out,
-                spec=inputs.spec,
-                attack=adversarial,
-                **options,
-            )
-            return surface(
-                inputs.model,
-                inputs.X,
-                inputs.y,
-                directions,
-                dim=dim,
-                xrange=xs,
-                yrange=ys,
-                eps=eps,
-                norm=norm,
-                steps=pgd_steps,
-                step_size=pgd_step_size,
-                family=inputs.family,
-                bn=bn,
-                seed=seed,
-                batch_size=batch_size,
-                points_per_batch=points_per_batch,
-                grid=grid,
-                progress=progress,
-            )
-
-        def plan(calibration: Any) -> Any:
-            return dryrun.surface_plan(
-                inputs.model,
-                inputs.X,
-                inputs.y,
-                out=out,
-                group=f"/surface/{run}",
-                config=config,
-                shape=shape,
-                attack=adversarial,
-                bn=bn,
-                batch_size=batch_size,
-                points_per_batch=points_per_batch,
-                dirs=dirs,
-                direction_options=options,
-                spec=inputs.spec,
-                seed=seed,
-                overwrite=overwrite,
-                calibration=calibration,
-            )
-
-        def stats(arrays: dict[str, Any]) -> dict[str, Any]:
-            return {
-                f"{f}_range": [float(np.nanmin(arrays[f])), float(np.nanmax(arrays[f]))]
-                for f in fields_for(eps)
-            }
-
-        return GridJob(config, shape, fields_for(eps), compute, plan, stats)
-
-    runs = eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d")
-    run_grid_command(
-        "surface",
-        inputs,
-        runs,
-        job,
-        out=out,
-        overwrite=overwrite,
-        seed=seed,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        as_json=as_json,
-    )
+        job = Surface(
+            attack,
+            dirs=dirs,
+            dim=dim,
+            xrange=xs,
+            yrange=ys,
+            bn=bn,
+            bias_bn=bias_bn,
+            orthogonal=orthogonalize,
+            hessian_group=hessian_group,
+            other=other,
+            trajectory=trajectory,
+            batch_size=batch_size,
+            points_per_batch=points_per_batch,
+            seed=seed,
+            directions=given,
+        )
+        job.check(inputs)
+        jobs.append((inputs, job, run, f"eps {eps:.4g}"))
+    run_jobs("surface", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)
 
 
 @cli.command(name="cosine")
@@ -319,82 +182,31 @@ def cosine_cmd(
     **data: Any,
 ) -> None:
     """Perturbation cosine along the top eigenvector and a random direction (Liu et al. Fig. 3)."""
-    from .. import dryrun
     from ..attacks import attack_config
-    from ..cosine import FIELDS, cosine
+    from ..cosine import Cosine
+    from ..directions import load_directions
     from ..surface import parse_range
 
-    alphas = parse_range(arange)
+    alphas = tuple(parse_range(arange))
     inputs = analysis_inputs(checkpoint, device=device, **data)
-
-    def job(eps: float, run: str) -> GridJob:
+    top = load_directions("eigen", inputs.model, 1, hessian_group=hessian_group, results_file=out)
+    jobs = []
+    for eps, run in eps_runs(checkpoint, name, eps_list, norm=norm):
         attack = attack_config(
             eps, family=inputs.family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
         )
-        config = {
-            "analysis": "cosine",
-            "range": arange,
-            "repeats": repeats,
-            "hessian_group": hessian_group,
-            **data_config(inputs, data["split"], attack, seed),
-        }
-
-        def compute(grid: Any, progress: Callable[[int, int], None]) -> Any:
-            return cosine(
-                inputs.model,
-                inputs.X,
-                inputs.y,
-                eps=eps,
-                norm=norm,
-                steps=pgd_steps,
-                step_size=pgd_step_size,
-                family=inputs.family,
-                alpha=alphas,
-                repeats=repeats,
-                seed=seed,
-                batch_size=batch_size,
-                hessian_group=hessian_group,
-                results_file=out,
-                grid=grid,
-                progress=progress,
-            )
-
-        def plan(calibration: Any) -> Any:
-            return dryrun.cosine_plan(
-                inputs.model,
-                inputs.X,
-                inputs.y,
-                out=out,
-                group=f"/cosine/{run}",
-                config=config,
-                alphas=alphas,
-                attack=attack,
-                repeats=repeats,
-                batch_size=batch_size,
-                hessian_group=hessian_group,
-                overwrite=overwrite,
-                calibration=calibration,
-            )
-
-        def stats(arrays: dict[str, Any]) -> dict[str, Any]:
-            last = ("cosine_top_mean", "cosine_random_mean", "zero_perturbations_top")
-            return {f"{k}_at_max_a": float(arrays[k][-1]) for k in last}
-
-        return GridJob(config, alphas.shape, FIELDS, compute, plan, stats)
-
-    runs = eps_runs(checkpoint, name, eps_list, norm=norm)
-    run_grid_command(
-        "cosine",
-        inputs,
-        runs,
-        job,
-        out=out,
-        overwrite=overwrite,
-        seed=seed,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        as_json=as_json,
-    )
+        job = Cosine(
+            attack,
+            alpha=alphas,
+            repeats=repeats,
+            hessian_group=hessian_group,
+            batch_size=batch_size,
+            seed=seed,
+            directions=None if top is None else {"top": top.vectors[0]},
+        )
+        job.check(inputs)
+        jobs.append((inputs, job, run, f"eps {eps:.4g}"))
+    run_jobs("cosine", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)
 
 
 @cli.command(name="smoothness")
