@@ -23,7 +23,15 @@ def _labels(groups: Sequence[Group]) -> list[str]:
     ]
 
 
-def _spectrum(groups: Sequence[Group]) -> Figure:
+MATRIX_NAMES = {"hessian": "Hessian", "ggn": "Gauss-Newton (GGN)", "fisher": "empirical Fisher"}
+
+
+def _matrix(group: Group) -> str:
+    """The curvature matrix a run stored (runs from before `--matrix` are Hessians)."""
+    return str(group.attrs.get("matrix", "hessian"))
+
+
+def _spectrum(groups: Sequence[Group], matrix: str) -> Figure:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     pfig = go.Figure()
     values = []
@@ -60,16 +68,17 @@ def _spectrum(groups: Sequence[Group]) -> Figure:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("eigenvalue index")
     ax.set_ylabel("eigenvalue")
-    ax.set_title("Top Hessian eigenvalues of the adversarial loss")
+    ax.set_title(f"Top {MATRIX_NAMES.get(matrix, matrix)} eigenvalues of the adversarial loss")
     fig.tight_layout()
     pfig.update_layout(
-        title="Top Hessian eigenvalues (normalized solid, raw dashed)",
+        title=f"Top {MATRIX_NAMES.get(matrix, matrix)} eigenvalues (normalized solid, raw dashed)",
         xaxis_title="eigenvalue index",
         yaxis_title="eigenvalue",
         yaxis_type="log" if log else "linear",
         template="plotly_white",
     )
-    return Figure("hessian_spectrum", matplotlib=fig, plotly=pfig)
+    stem = "hessian_spectrum" if matrix == "hessian" else f"hessian_{matrix}_spectrum"
+    return Figure(stem, matplotlib=fig, plotly=pfig)
 
 
 def _density(groups: Sequence[Group]) -> Figure:
@@ -103,9 +112,11 @@ def _density(groups: Sequence[Group]) -> Figure:
 
 @renderer("hessian", needs={"index": 1, "eigenvalues": 1, "eigenvalues_normalized": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
-    """The spectrum of every run in one figure, and the densities of the runs that have one."""
+    """The spectra of every run, one figure per curvature matrix, and the densities of the
+    runs that have one."""
     ordered = sort_by_eps(groups)
-    figures = [_spectrum(ordered)]
+    matrices = list(dict.fromkeys(_matrix(g) for g in ordered))
+    figures = [_spectrum([g for g in ordered if _matrix(g) == m], m) for m in matrices]
     if any("density" in g.arrays for g in ordered):
         figures.append(_density(ordered))
     return figures
