@@ -24,6 +24,7 @@ picks. The engines are the optional `cluster` extra (`pip install 'adv-landscape
 from __future__ import annotations
 
 import importlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,28 +203,34 @@ def run_slurm(
     submitit = require("submitit", "slurm")
     from .figures import recipe_task, train_task
 
-    executor = submitit.AutoExecutor(
-        folder=Path(settings.cwd) / settings.runs / "submitit",
-        cluster="local" if options.slurm_local else "slurm",
-        slurm_max_num_timeout=options.retries,
-        local_max_num_timeout=options.retries,
-    )
-    executor.update_parameters(**slurm_parameters(settings, options, []))
-    jobs = {
-        key: executor.submit(Requeueable(train_task), settings, t)
-        for key, t in graph.trainings.items()
-    }
+    if not options.slurm_local and shutil.which("sbatch") is None:
+        raise BadInput(
+            "--launcher slurm: no SLURM here (sbatch not found); run on a login node, "
+            "or test without a cluster with --slurm-local"
+        )
+    folder = Path(settings.cwd) / settings.runs / "submitit"
+
+    def submit(task: Callable[..., Any], after: list[Any], *args: Any) -> Any:
+        # One executor per job: submitit keeps parameters, and a dependency cannot be unset.
+        executor = submitit.AutoExecutor(
+            folder=folder,
+            cluster="local" if options.slurm_local else "slurm",
+            slurm_max_num_timeout=options.retries,
+            local_max_num_timeout=options.retries,
+        )
+        executor.update_parameters(
+            **slurm_parameters(settings, options, [job.job_id for job in after])
+        )
+        return executor.submit(Requeueable(task), settings, *args)
+
+    jobs = {key: submit(train_task, [], t) for key, t in graph.trainings.items()}
     recipe_jobs = []
     for recipe, keys in graph.recipes:
         needed = [jobs[k] for k in keys]
-        # The local executor has no queue to hold a job: wait here, and pass the results.
-        results = [job.result() for job in needed] if options.slurm_local else []
-        executor.update_parameters(
-            **slurm_parameters(settings, options, [job.job_id for job in needed])
-        )
-        recipe_jobs.append(executor.submit(Requeueable(recipe_task), settings, recipe, *results))
-    log(
-        f"slurm: {len(jobs)} training jobs and {len(recipe_jobs)} recipe jobs "
-        f"(logs in {executor.folder})"
-    )
+        if options.slurm_local:
+            # The local executor has no queue to hold a job: wait here, and pass the results.
+            recipe_jobs.append(submit(recipe_task, [], recipe, *(j.result() for j in needed)))
+        else:
+            recipe_jobs.append(submit(recipe_task, needed, recipe))
+    log(f"slurm: {len(jobs)} training jobs and {len(recipe_jobs)} recipe jobs (logs in {folder})")
     return [job.result() for job in recipe_jobs]
