@@ -18,6 +18,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `--device cuda`, run only the tests that use the device (directly or through a
+    fixture such as `digits_run`): the others would repeat the CPU run."""
+    if config.getoption("--device") == "cpu":
+        return
+    off = [item for item in items if "device" not in getattr(item, "fixturenames", ())]
+    if off:
+        config.hook.pytest_deselected(items=off)
+        items[:] = [item for item in items if item not in off]
+
+
 @pytest.fixture(scope="session")
 def device(request: pytest.FixtureRequest) -> str:
     """The `--device` the suite was started with (bench/gpu_check.sh passes cuda)."""
