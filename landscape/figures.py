@@ -121,13 +121,20 @@ def model_dir(runs: Path, config: Mapping[str, Any]) -> Path:
 
 
 def train_config(fields: Mapping[str, Any], label: str) -> Any:
-    """The `TrainConfig` of a recipe's model table entry (TOML lists become tuples)."""
+    """The checked `TrainConfig` of a recipe's model (TOML lists become tuples), so a bad
+    model is refused when the graph is planned, before any work."""
+    from .data import dataset_info
     from .train import TrainConfig
 
     try:
-        return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-    except TypeError as exc:
+        config = TrainConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        )
+        config.validate()
+        dataset_info(config.dataset)
+    except (TypeError, BadInput) as exc:
         raise BadInput(f"recipe model {label}: {exc}") from exc
+    return config
 
 
 @contextlib.contextmanager

@@ -94,6 +94,29 @@ def test_unknown_step_is_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_bad_model_is_refused_before_any_work(tmp_path, capsys):
+    recipe = 'name = "nodata"\n[quick.models]\nm = { dataset = "nope", arch = "mlp" }\n'
+    recipe += '[[quick.steps]]\ncollect = "traces"\neach = ["m"]\n'
+    folder = write_recipes(tmp_path / "r", {"nodata": recipe})
+    args = ["figures", "--recipes", str(folder), "--device", "cpu"]
+    code, err = cli([*args, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)], capsys)
+    assert code == 2 and err.count("Error:") == 1, err
+    assert "recipe model m: unknown dataset 'nope'" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_task_error_is_one_error_line(tmp_path, capsys):
+    # the model is valid, but its dataset file is not in --data-root: the task fails
+    recipe = f'name = "nofile"\n[quick.models]\nm = {{ {TINY.replace("digits", "mnist")} }}\n'
+    recipe += '[[quick.steps]]\ncollect = "traces"\neach = ["m"]\n'
+    folder = write_recipes(tmp_path / "r", {"nofile": recipe})
+    args = ["figures", "--recipes", str(folder), "--device", "cpu"]
+    args += ["--data-root", str(tmp_path), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]
+    code, err = cli(args, capsys)
+    assert code == 2 and err.count("Error:") == 1 and "Error: recipe nofile: " in err, err
+    assert not (tmp_path / "runs" / "nofile.h5").exists()
+
+
 # --- options and missing engines -------------------------------------------------------
 
 
