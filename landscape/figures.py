@@ -625,6 +625,7 @@ class Settings:
 
     `cwd` is the driver's working folder; tasks run there, so relative `runs`, `out` and
     `data_root` (and the configs that name them) are the same under every launcher.
+    `argv` is the driver's command line, which the analyses record as their provenance.
     """
 
     mode: str
@@ -634,9 +635,12 @@ class Settings:
     data_root: str | None
     folder: Path
     cwd: str
+    argv: tuple[str, ...] = ()
 
     def runner(self, log: Callable[[str], None]) -> Runner:
         os.chdir(self.cwd)
+        if self.argv:
+            sys.argv[:] = self.argv
         return Runner(
             self.mode,
             runs=self.runs,
@@ -734,6 +738,7 @@ def run_figures(
         data_root=data_root,
         folder=Path(folder),
         cwd=os.getcwd(),
+        argv=tuple(sys.argv),
     )
     graph = plan_graph(settings.runner(log), chosen)
     outcomes = launch_graph(graph, settings, options, log)

@@ -268,13 +268,17 @@ def test_killed_local_run_resumes_its_training(tmp_path):
 
 
 def arrays_of(results: Path) -> dict[str, np.ndarray]:
+    """Every dataset of a results file, and each group's recorded command line."""
     out: dict[str, np.ndarray] = {}
+
+    def visit(name: str, obj: h5py.Dataset | h5py.Group) -> None:
+        if isinstance(obj, h5py.Dataset):
+            out[name] = obj[()]
+        elif "command" in obj.attrs:
+            out[f"{name}@command"] = np.array(obj.attrs["command"])
+
     with h5py.File(results, "r") as f:
-        f.visititems(
-            lambda name, obj: (
-                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
-            )
-        )
+        f.visititems(visit)
     return out
 
 
