@@ -1,6 +1,6 @@
-"""Paper recipes (`analyses/*.toml`) run end to end: train, analyse, collect, render, index.
+"""Paper recipes (`landscape/recipes/*.toml`) run end to end: train, analyse, collect, render, index.
 
-A recipe names the models it needs (by id, from `analyses/models.toml` or its own
+A recipe names the models it needs (by id, from `recipes/models.toml` or its own
 `[<mode>.models]` table), then a list of steps. A step is either a CLI command run
 in-process (`command = "hessian"`, `args = [...]`, optionally `each = [ids]` to run it
 once per model with `{ckpt}`, `{dir}`, `{id}`, `{eps}` substituted, or `{ckpt1}`... for
@@ -9,15 +9,24 @@ evaluations, final metrics) into the recipe's results file. Every step is cached
 are trained into folders named by the hash of their config (shared across recipes), and
 the analysis commands skip groups that are stored complete with the same config, so a
 rerun computes nothing and an interrupted run resumes.
+
+The recipes to run form a graph (`plan_graph`): one task per model to train, shared by
+config hash, and one task per recipe that depends on its models' trainings and alone
+writes the recipe's results file. `launchers` runs that graph in this process, on Ray or
+on SLURM; `train_task` and `recipe_task` are the two kinds of task, the same everywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
+import sys
 import time
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +34,12 @@ from typing import Any
 import numpy as np
 
 from . import store
-from .util import BadInput
+from .util import BadInput, resolve_device
 
 MODES = ("quick", "full")
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "analyses"
+# Shipped inside the package (package data), so an installed wheel finds them too.
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+LOCK_NAME = "train.lock"
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,24 @@ class RecipeOutcome:
     files: list[Path] = field(default_factory=list)
     check: str = ""
     seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Training:
+    """One model to train: its folder's name (the config hash), TrainConfig fields, a label."""
+
+    key: str
+    fields: dict[str, Any]
+    label: str
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The trainings by key, and each recipe with the keys of the models it reads."""
+
+    trainings: dict[str, Training]
+    recipes: list[tuple[Recipe, tuple[str, ...]]]
 
 
 def load_recipes(folder: str | Path = RECIPE_DIR) -> dict[str, Recipe]:
@@ -91,6 +120,41 @@ def model_dir(runs: Path, config: Mapping[str, Any]) -> Path:
     return runs / "checkpoints" / digest
 
 
+def train_config(fields: Mapping[str, Any], label: str) -> Any:
+    """The checked `TrainConfig` of a recipe's model (TOML lists become tuples), so a bad
+    model is refused when the graph is planned, before any work."""
+    from .data import dataset_info
+    from .train import TrainConfig
+
+    try:
+        config = TrainConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        )
+        config.validate()
+        dataset_info(config.dataset)
+    except (TypeError, BadInput) as exc:
+        raise BadInput(f"recipe model {label}: {exc}") from exc
+    return config
+
+
+@contextlib.contextmanager
+def model_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder/train.lock` while the model there is trained or read.
+
+    `fcntl.flock` on a file opened for writing, so two processes (or two nodes) asking for
+    one model train it once: the second waits, then finds `final.pt` and reuses it. The
+    kernel releases the lock when its holder exits or is killed, so a killed worker leaves
+    no stale lock and the next one resumes from `resume.pt`. Limits: POSIX systems only;
+    on NFS, Linux turns flock into POSIX byte-range locks, which hold across clients only
+    when the share is mounted with locking (not `nolock` nor `local_lock=flock|all`), and a
+    crashed client's lock lasts until the server's lease runs out (about 90 s on NFSv4).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 class Runner:
     """Runs recipes for one mode into `runs/` (checkpoints, results) and `out/` (figures)."""
 
@@ -118,33 +182,63 @@ class Runner:
         self.shared_models = load_models(folder, mode)
         self.log = log
 
-    def model(self, plan: Mapping[str, Any], model_id: str) -> Path:
-        """Train (or reuse) the model `model_id`; returns its folder."""
+    def model_fields(self, plan: Mapping[str, Any], model_id: str) -> Mapping[str, Any]:
+        """The TrainConfig fields of model `model_id` (the recipe's table, then models.toml)."""
         table = {**self.shared_models, **plan.get("models", {})}
         if model_id not in table:
             raise BadInput(
                 f"model id {model_id!r} is defined neither in the recipe nor in models.toml"
             )
-        return self.trained(table[model_id], model_id)
+        return table[model_id]
+
+    def model(self, plan: Mapping[str, Any], model_id: str) -> Path:
+        """Train (or reuse) the model `model_id`; returns its folder."""
+        return self.trained(self.model_fields(plan, model_id), model_id)
 
     def trained(self, fields: Mapping[str, Any], label: str) -> Path:
-        """Train (or reuse) the model of these TrainConfig fields; returns its folder."""
-        from .train import TrainConfig, train
+        """Train (or reuse, or resume) the model of these TrainConfig fields; returns its folder.
 
-        config = TrainConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-        )
-        folder = model_dir(self.runs, config.as_dict())
-        if not (folder / "final.pt").exists():
-            self.log(f"  train {label} -> {folder}")
-        train(
-            config,
-            folder,
-            device=self.device,
-            data_root=self.data_root,
-            command=f"landscape figures ({label})",
-        )
+        Under the model's lock (`model_lock`), so concurrent workers train it once.
+        """
+        from .train import train
+
+        config, folder = self.located(fields, label)
+        with model_lock(folder):
+            if not (folder / "final.pt").exists():
+                self.log(f"  train {label} -> {folder}")
+            train(
+                config,
+                folder,
+                device=resolve_device(self.device),
+                data_root=self.data_root,
+                command=f"landscape figures ({label})",
+            )
         return folder
+
+    def trainings(self, recipe: Recipe) -> dict[str, Training]:
+        """Every model the recipe's steps train or read, by folder name, in first-use order."""
+        plan = recipe.plan(self.mode)
+        wanted: list[tuple[Mapping[str, Any], str]] = []
+        for step in plan.get("steps", []):
+            if "command" not in step and step.get("collect") not in COLLECTORS:
+                raise BadInput(
+                    f"recipe {recipe.name}: a step needs `command` or `collect` "
+                    f"(one of {', '.join(COLLECTORS)})"
+                )
+            for item in step.get("each", []):
+                for model_id in [item] if isinstance(item, str) else item:
+                    wanted.append((self.model_fields(plan, model_id), model_id))
+            wanted += STEP_MODELS.get(step.get("collect", ""), lambda s: [])(step)
+        out: dict[str, Training] = {}
+        for fields, label in wanted:
+            key = self.located(fields, label)[1].name
+            out.setdefault(key, Training(key, dict(fields), label))
+        return out
+
+    def located(self, fields: Mapping[str, Any], label: str) -> tuple[Any, Path]:
+        """The TrainConfig of these fields and the folder its model lives in."""
+        config = train_config(fields, label)
+        return config, model_dir(self.runs, config.as_dict())
 
     def substitutions(self, plan: Mapping[str, Any], item: str | Sequence[str]) -> dict[str, str]:
         ids = [item] if isinstance(item, str) else list(item)
@@ -166,8 +260,7 @@ class Runner:
         return subs
 
     def command(self, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path) -> None:
-        from .cli import cli
-
+        """Run an analysis step once per `each` item, into the recipe's results file."""
         items = step.get("each") or [None]
         for item in items:
             subs = self.substitutions(plan, item) if item is not None else {}
@@ -178,12 +271,18 @@ class Runner:
                 args += ["--out", str(results)]
             if self.data_root and step.get("data_root", True):
                 args += ["--data-root", self.data_root]
-            self.log(f"  landscape {' '.join(args)}")
-            try:
-                cli.main(args=args, prog_name="landscape", standalone_mode=False)
-            except SystemExit as exc:
-                if exc.code not in (0, None):
-                    raise
+            self.analyse(args)
+
+    def analyse(self, args: list[str]) -> None:
+        """The one place a recipe step calls an analysis: the CLI, in this process."""
+        from .cli import cli
+
+        self.log(f"  landscape {' '.join(args)}")
+        try:
+            cli.main(args=args, prog_name="landscape", standalone_mode=False)
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise
 
     def run(self, recipe: Recipe) -> RecipeOutcome:
         from .plots import render_file
@@ -194,10 +293,8 @@ class Runner:
         for step in plan.get("steps", []):
             if "command" in step:
                 self.command(plan, step, results)
-            elif "collect" in step:
+            else:  # a known collector: `trainings` checked every step when planning
                 COLLECTORS[step["collect"]](self, plan, step, results)
-            else:
-                raise BadInput(f"recipe {recipe.name}: a step needs `command` or `collect`")
         outcome = RecipeOutcome(recipe.name)
         if results.exists():
             target = self.out / recipe.name
@@ -286,6 +383,18 @@ def collect_evals(
     )
 
 
+def sweep_points(
+    step: Mapping[str, Any],
+) -> Iterator[tuple[str, int, int, dict[str, Any], str]]:
+    """(series, value index, seed index, TrainConfig fields, label) of each model of a sweep."""
+    key, values, seeds = step["x"], list(step["values"]), list(step.get("seeds", [0]))
+    for series, overrides in step["series"].items():
+        for i, value in enumerate(values):
+            for j, seed in enumerate(seeds):
+                fields = {**step["base"], **overrides, key: value, "seed": seed}
+                yield series, i, j, fields, f"{step['name']}/{series}/{key}={value}/seed={seed}"
+
+
 def collect_sweep(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
 ) -> None:
@@ -296,23 +405,28 @@ def collect_sweep(
     """
     key, values, seeds = step["x"], list(step["values"]), list(step.get("seeds", [0]))
     arrays: dict[str, Any] = {"x": np.array(values, dtype=float)}
-    for label, overrides in step["series"].items():
-        errors = np.full((len(values), len(seeds), 2), np.nan)
-        for i, value in enumerate(values):
-            for j, seed in enumerate(seeds):
-                fields = {**step["base"], **overrides, key: value, "seed": seed}
-                m = _final_metrics(
-                    runner.trained(fields, f"{step['name']}/{label}/{key}={value}/seed={seed}")
-                )["metrics"]
-                errors[i, j] = (m["test_clean_error"], m["test_robust_error"])
+    errors = {s: np.full((len(values), len(seeds), 2), np.nan) for s in step["series"]}
+    for series, i, j, fields, label in sweep_points(step):
+        m = _final_metrics(runner.trained(fields, label))["metrics"]
+        errors[series][i, j] = (m["test_clean_error"], m["test_robust_error"])
+    for series, table in errors.items():
         for k, metric in enumerate(("clean_error", "robust_error")):
-            arrays[f"{label}_{metric}_mean"] = errors[:, :, k].mean(1)
-            arrays[f"{label}_{metric}_std"] = errors[:, :, k].std(1)
+            arrays[f"{series}_{metric}_mean"] = table[:, :, k].mean(1)
+            arrays[f"{series}_{metric}_std"] = table[:, :, k].std(1)
     attrs = _provenance(
         "landscape figures (sweep)", {k: v for k, v in step.items() if k != "collect"}
     )
     attrs["x_key"], attrs["series"] = key, json.dumps(list(step["series"]))
     store.write_group(results, f"/sweep/{step['name']}", arrays, attrs, overwrite=True)
+
+
+def table_rows(
+    step: Mapping[str, Any],
+) -> Iterator[tuple[str, Mapping[str, Any], dict[str, Any], str]]:
+    """(row name, row, TrainConfig fields, label) of each row of a table step."""
+    for name, row in step["rows"].items():
+        fields = {k: v for k, v in {**step.get("base", {}), **row}.items() if k != "ensemble"}
+        yield name, row, fields, f"{step['name']}/{name}"
 
 
 def collect_table(
@@ -335,9 +449,8 @@ def collect_table(
         return
     device = resolve_device(runner.device)
     labels, clean, robust = [], [], []
-    for label, row in step["rows"].items():
-        fields = {k: v for k, v in {**step.get("base", {}), **row}.items() if k != "ensemble"}
-        folder = runner.trained(fields, f"{step['name']}/{label}")
+    for label, row, fields, train_label in table_rows(step):
+        folder = runner.trained(fields, train_label)
         paths = sorted(folder.glob(row["ensemble"])) if "ensemble" in row else [folder / "final.pt"]
         loaded = [load_checkpoint(p, device) for p in paths]
         dataset = loaded[0][1]["dataset"]
@@ -397,6 +510,11 @@ COLLECTORS: dict[str, Callable[[Runner, Mapping[str, Any], Mapping[str, Any], Pa
     "sweep": collect_sweep,
     "table": collect_table,
     "schedules": collect_schedules,
+}
+# The models a collect step trains besides those its `each` names.
+STEP_MODELS: dict[str, Callable[[Mapping[str, Any]], list[tuple[dict[str, Any], str]]]] = {
+    "sweep": lambda step: [(fields, label) for *_, fields, label in sweep_points(step)],
+    "table": lambda step: [(fields, label) for *_, fields, label in table_rows(step)],
 }
 
 
@@ -501,6 +619,87 @@ def write_index(out: Path, recipes: Sequence[Recipe], mode: str) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What a task needs to rebuild the Runner in any process: plain, picklable values.
+
+    `cwd` is the driver's working folder; tasks run there, so relative `runs`, `out` and
+    `data_root` (and the configs that name them) are the same under every launcher.
+    `argv` is the driver's command line, which the analyses record as their provenance.
+    """
+
+    mode: str
+    runs: Path
+    out: Path
+    device: str
+    data_root: str | None
+    folder: Path
+    cwd: str
+    argv: tuple[str, ...] = ()
+
+    def runner(self, log: Callable[[str], None]) -> Runner:
+        os.chdir(self.cwd)
+        if self.argv:
+            sys.argv[:] = self.argv
+        return Runner(
+            self.mode,
+            runs=self.runs,
+            out=self.out,
+            device=self.device,
+            data_root=self.data_root,
+            folder=self.folder,
+            log=log,
+        )
+
+
+def plan_graph(runner: Runner, recipes: Sequence[Recipe]) -> Graph:
+    """The task graph of `recipes`: each model once, each recipe after its models."""
+    trainings: dict[str, Training] = {}
+    needs = []
+    for recipe in recipes:
+        own = runner.trainings(recipe)
+        for key, training in own.items():
+            trainings.setdefault(key, training)
+        needs.append((recipe, tuple(own)))
+    return Graph(trainings, needs)
+
+
+def log_stderr(line: str) -> None:
+    """A worker's log: stderr, which the engines forward or keep, away from `--json` output."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def train_task(
+    settings: Settings, training: Training, log: Callable[[str], None] = log_stderr
+) -> str:
+    """Task: train, resume or reuse one model. Returns '' or the bad-input message."""
+    try:
+        settings.runner(log).trained(training.fields, training.label)
+    except BadInput as exc:
+        return str(exc)
+    return ""
+
+
+def recipe_task(
+    settings: Settings,
+    recipe: Recipe,
+    *training_errors: str,
+    log: Callable[[str], None] = log_stderr,
+) -> RecipeOutcome:
+    """Task: run one recipe's steps and write its results file (its only writer) and figures.
+
+    `training_errors` are the results of the trainings it waits for (the engine passes
+    them once they are done); the first message fails the recipe without running it.
+    """
+    failed = [e for e in training_errors if e]
+    if failed:
+        return RecipeOutcome(recipe.name, error=failed[0])
+    try:
+        return settings.runner(log).run(recipe)
+    except BadInput as exc:
+        return RecipeOutcome(recipe.name, error=str(exc))
+
+
 def run_figures(
     mode: str = "quick",
     *,
@@ -511,27 +710,40 @@ def run_figures(
     data_root: str | None = None,
     folder: str | Path = RECIPE_DIR,
     log: Callable[[str], None] = print,
+    launch: Any = None,
 ) -> list[RecipeOutcome]:
-    """Run the recipes (all, or `only`) in `mode`; returns what each wrote."""
+    """Run the recipes (all, or `only`) in `mode`; returns what each wrote.
+
+    `launch` is a `launchers.LaunchOptions` (default: this process). `device` is resolved
+    where each task runs (`auto` picks that worker's GPU).
+    """
+    from .launchers import LaunchOptions, launch_graph
+
+    options = launch or LaunchOptions()
+    options.check()
     recipes = load_recipes(folder)
+    if not recipes:
+        raise BadInput(f"{folder} holds no recipe (*.toml file)")
     unknown = [n for n in only if n not in recipes]
     if unknown:
         raise BadInput(f"unknown recipe {', '.join(unknown)}; choose from {', '.join(recipes)}")
+    if options.launcher == "local":
+        resolve_device(device)
     chosen = [recipes[n] for n in (only or recipes)]
-    runs_dir = Path(runs or f"runs/{mode}")
-    out_dir = Path(out or ("figures" if mode == "quick" else f"figures/{mode}"))
-    runner = Runner(
+    settings = Settings(
         mode,
-        runs=runs_dir,
-        out=out_dir,
+        runs=Path(runs or f"runs/{mode}"),
+        out=Path(out or ("figures" if mode == "quick" else f"figures/{mode}")),
         device=device,
         data_root=data_root,
         folder=Path(folder),
-        log=log,
+        cwd=os.getcwd(),
+        argv=tuple(sys.argv),
     )
-    outcomes = []
-    for recipe in chosen:
-        log(f"{recipe.name}: {recipe.paper}")
-        outcomes.append(runner.run(recipe))
-    write_index(out_dir, list(recipes.values()), mode)
+    graph = plan_graph(settings.runner(log), chosen)
+    outcomes = launch_graph(graph, settings, options, log)
+    write_index(settings.out, list(recipes.values()), mode)
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        raise BadInput(f"recipe {failed[0].name}: {failed[0].error}")
     return outcomes

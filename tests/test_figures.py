@@ -59,17 +59,17 @@ args = ["{{ckpt}}", "--eps", "{{eps}}", "--top", "2", "--samples", "64", "--rand
 
 
 @pytest.fixture(scope="module")
-def recipe_run(tmp_path_factory):
+def recipe_run(tmp_path_factory, device):
     root = tmp_path_factory.mktemp("recipes")
-    (root / "analyses").mkdir()
-    (root / "analyses" / "tiny.toml").write_text(RECIPE)
+    (root / "recipes").mkdir()
+    (root / "recipes" / "tiny.toml").write_text(RECIPE)
     log: list[str] = []
     outcomes = run_figures(
         "quick",
         runs=root / "runs",
         out=root / "figs",
-        device="cpu",
-        folder=root / "analyses",
+        device=device,
+        folder=root / "recipes",
         log=log.append,
     )
     return root, outcomes, log
@@ -116,7 +116,7 @@ def test_collected_numbers(recipe_run):
     assert attrs["window"] == 5 and trace["distance_from_init"][0] == 0
 
 
-def test_second_run_computes_nothing(recipe_run):
+def test_second_run_computes_nothing(recipe_run, device):
     root, _, _ = recipe_run
     checkpoints = sorted((root / "runs" / "checkpoints").iterdir())
     stamps = {p: (p / "final.pt").stat().st_mtime_ns for p in checkpoints}
@@ -126,8 +126,8 @@ def test_second_run_computes_nothing(recipe_run):
         "quick",
         runs=root / "runs",
         out=root / "figs",
-        device="cpu",
-        folder=root / "analyses",
+        device=device,
+        folder=root / "recipes",
         log=log.append,
     )
     assert not any(line.strip().startswith("train ") for line in log)
@@ -138,9 +138,11 @@ def test_second_run_computes_nothing(recipe_run):
 
 
 def test_shipped_recipes_load_and_name_known_steps():
+    import landscape
     from landscape.cli import cli
-    from landscape.figures import COLLECTORS
+    from landscape.figures import COLLECTORS, RECIPE_DIR
 
+    assert RECIPE_DIR == Path(landscape.__file__).parent / "recipes"  # shipped in the package
     recipes = load_recipes()
     assert len(recipes) >= 18
     for recipe in recipes.values():

@@ -123,6 +123,49 @@ def report(file: str, out: str, device: str, seed: int, as_json: bool, debug: bo
     default=None,
     help="Figures (default figures/, figures/full).",
 )
+@click.option(
+    "--recipes",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A folder of recipe TOML files (default: those shipped in the package).",
+)
+@click.option(
+    "--launcher",
+    type=click.Choice(["local", "ray", "slurm"]),
+    default="local",
+    show_default=True,
+    help="Run the trainings and recipes in this process, as Ray tasks or as SLURM jobs.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="ray/slurm: reruns of a task whose worker died, was preempted or timed out.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="ray: the cluster to join (auto, ray://HOST:10001); default: start one here.",
+)
+@click.option("--slurm-partition", default=None, help="slurm: the partition.")
+@click.option(
+    "--slurm-time",
+    type=click.IntRange(min=1),
+    default=None,
+    help="slurm: minutes per job (default 1440); a job that runs out is requeued and resumes.",
+)
+@click.option(
+    "--slurm-gpus",
+    type=click.IntRange(min=0),
+    default=None,
+    help="slurm: GPUs per job (default 1, 0 with --device cpu).",
+)
+@click.option(
+    "--slurm-local",
+    is_flag=True,
+    help="slurm: run the jobs as processes here (submitit's LocalExecutor), without a cluster.",
+)
 @common
 def figures(
     mode: str,
@@ -130,24 +173,33 @@ def figures(
     data_root: str | None,
     runs: str | None,
     out: str | None,
+    recipes: str | None,
     device: str,
     seed: int,
     as_json: bool,
     debug: bool,
+    **launch: Any,
 ) -> None:
-    """Regenerate the papers' figures and tables from the recipes in analyses/ (cached, resumable)."""
-    from ..figures import run_figures
+    """Regenerate the papers' figures and tables from the shipped recipes (cached, resumable)."""
+    from ..figures import RECIPE_DIR, run_figures
+    from ..launchers import LaunchOptions
 
     names = [n.strip() for n in only.split(",") if n.strip()]
-    outcomes = run_figures(
-        mode,
-        only=names,
-        runs=runs,
-        out=out,
-        device=str(resolve_device(device)),
-        data_root=data_root,
-        log=lambda line: console.print(line, markup=False, highlight=False),
-    )
+    try:
+        outcomes = run_figures(
+            mode,
+            only=names,
+            runs=runs,
+            out=out,
+            device=device,
+            data_root=data_root,
+            folder=recipes or RECIPE_DIR,
+            log=lambda line: console.print(line, markup=False, highlight=False),
+            launch=LaunchOptions(**launch),
+        )
+    except BadInput as exc:
+        flag = exc.argument and "--" + exc.argument.replace("_", "-")
+        raise BadInput(exc.render(flag)) from exc
     summary(
         "figures", {o.name: f"{len(o.files)} files, {o.seconds:.0f} s" for o in outcomes}, as_json
     )
