@@ -419,12 +419,15 @@ def run_jobs(
     overwrite: bool,
     dry_run: bool,
     as_json: bool,
+    steps: Sequence[Any] = (),
+    rows: dict[str, Any] | None = None,
 ) -> None:
     """Run (or, with --dry-run, plan) every (inputs, analysis, run name, row label) of one
     command through the library (`analysis.run`, `analysis.plan`), then print one summary.
 
     Every run's stored state is checked before any is computed, so a clash in a later
-    run stops the command before it writes anything.
+    run stops the command before it writes anything. `steps` are the plans of what the
+    command does before its runs (training a curve), `rows` that work's summary rows.
     """
     from .. import analysis as lib
     from ..dryrun import Calibration, combine
@@ -463,8 +466,9 @@ def run_jobs(
                     calibration=calibrations[id(inputs)],
                 )
             )
-        return summary(f"dry run: {title} -> {out}", combine(title, plans).as_dict(), as_json)
-    rows: dict[str, Any] = {}
+        plan = combine(title, [*steps, *plans])
+        return summary(f"dry run: {title} -> {out}", plan.as_dict(), as_json)
+    table: dict[str, Any] = {}
     for inputs, job, name, label in jobs:
         total = math.prod(job.shape(inputs)) if job.grid else 1
         with progress_bar(total, title) as bar:
@@ -485,7 +489,7 @@ def run_jobs(
         if warning:
             click.echo(f"Warning: {stored.group}: {warning}", err=True)
         if not job.grid:
-            rows[stored.group] = stats if as_json else job.summary_line(stats)
+            table[stored.group] = stats if as_json else job.summary_line(stats)
             continue
         stats = {
             "group": stored.group,
@@ -494,10 +498,10 @@ def run_jobs(
             "nonfinite_points": int(stored.arrays["nonfinite"].sum()),
             **stats,
         }
-        add_rows(rows, label, len(jobs) > 1, stats)
+        add_rows(table, label, len(jobs) > 1, stats)
     if any(job.grid for _, job, _, _ in jobs):
-        rows = {"out": out, **rows}
-    summary(f"{title} -> {out}", rows, as_json)
+        table = {"out": out, **table}
+    summary(f"{title} -> {out}", {**table, **(rows or {})}, as_json)
 
 
 def data_config(inputs: Any, split: str, attack: Any, seed: int) -> dict[str, Any]:
