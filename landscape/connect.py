@@ -30,6 +30,12 @@ states); a rerun with the same config and endpoints continues bit-identically on
 device. Evaluation records each finished t in a `landscape.store.Grid`. Every t uses the
 same attack seed (common random numbers), so the points do not depend on their order.
 
+Two steps. `train_curve` is the trainer of the curve (it reads and writes the curve and
+resume files; `train_curve_plan` is its dry run); `Connect` is the evaluation as an
+analysis on `CurveInputs` (the endpoints, the data and the curve, loaded by the caller
+with `curve_inputs`), run cached and stored by `analysis.run`. The caller trains first,
+unless `analysis.stored_state` finds the evaluation stored already.
+
 Curve file (`torch.load(..., weights_only=True)` reads it): format "landscape-curve",
 version, spec, order, `control_points` {parameter name: tensor (n + 1, *shape)} from
 theta_0 to theta_n, `endpoints` (paths and sha256), `train` (config, epoch, step, history).
@@ -302,6 +308,11 @@ class CurveConfig:
             )
         self.trainer(spec).validate()
 
+    @property
+    def trained_epochs(self) -> int:
+        """The epochs a curve of this config is trained: none for the line (order 1)."""
+        return self.epochs if self.order > 1 else 0
+
     def attack(self, family: str) -> AttackConfig | None:
         """The PGD attack the curve is trained against (None at eps 0), by the papers' rule
         for the data `family` unless its steps and step size are given."""
@@ -569,8 +580,7 @@ def train_curve(
         start_epoch, step = int(state["epoch"]), int(state["step"])
         wall_before = float(state["wall_time"])
 
-    # An order-1 curve is the line: no bends, nothing to train.
-    epochs = config.epochs if config.order > 1 else 0
+    epochs = config.trained_epochs
     steps_per_epoch = math.ceil(X.shape[0] / config.batch_size)
     t_start = time.perf_counter()
 
@@ -669,11 +679,10 @@ def train_curve_plan(
     `curve_out` holds this curve, or when the curve is not `needed` because its evaluation
     is stored); its result is the curve file. Same checks and refusals, nothing written."""
     ends, config, device = inputs.ends, inputs.training, inputs.device
-    config.validate(ends.spec)
     X, y = load_dataset(ends.spec["dataset"], "train", data_root, device)
     path = Path(curve_out)
     tally = Tally()
-    epochs = config.epochs if config.order > 1 else 0
+    epochs = config.trained_epochs
     start = epochs
     if needed:
         reused, state = stored_curve(path, config, ends, overwrite=overwrite, device=device)
@@ -886,6 +895,10 @@ class CurveInputs(Inputs):
     test: tuple[Tensor, Tensor]
     bn: tuple[Tensor, Tensor]
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.training.validate(self.ends.spec)
+
     def data_config(self) -> dict[str, Any]:
         return {
             "curve": self.training.as_dict(),
@@ -908,7 +921,7 @@ class CurveInputs(Inputs):
             "end": self.ends.end_path,
             "start_sha256": self.ends.start_sha256,
             "end_sha256": self.ends.end_sha256,
-            "curve_epochs": self.training.epochs if self.training.order > 1 else 0,
+            "curve_epochs": self.training.trained_epochs,
         }
 
     def with_curve(self, trained: CurveTraining) -> CurveInputs:
@@ -935,7 +948,6 @@ def curve_inputs(
     `load_endpoints`): the first `samples` examples of each split and the first
     `bn_samples` training examples for BN (all by default). The model is the curve's
     initial segment until `CurveInputs.with_curve` gives the trained curve."""
-    training.validate(ends.spec)
     device = torch.device(device)
     name = ends.spec["dataset"]
     X, y = load_dataset(name, "train", data_root, device)
