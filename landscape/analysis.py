@@ -360,11 +360,11 @@ def stored_state(
             lambda: find_complete(out, group, config, overwrite=overwrite, tidy=False)
         )
         return None, complete
-    shape = analysis.shape(inputs)
     state = distributed.on_main(
-        lambda: _grid_state(out, group, config, shape, analysis.fields(), overwrite)
+        lambda: _grid_state(out, group, config, analysis, inputs, overwrite)
     )
-    return np.asarray(state["done"], dtype=bool).reshape(shape), state["stored"]
+    done = np.asarray(state["done"], dtype=bool).reshape(analysis.shape(inputs))
+    return done, state["stored"]
 
 
 def plan(
@@ -408,14 +408,15 @@ def _grid_state(
     out: str | Path,
     group: str,
     config: Mapping[str, Any],
-    shape: tuple[int, ...],
-    fields_: Sequence[str],
+    analysis: Analysis,
+    inputs: Inputs | None,
     overwrite: bool,
 ) -> dict[str, Any]:
     """A grid run's stored state, read-only (a dry run tidies nothing)."""
     from .store import Grid
 
-    grid = Grid(out, group, config, shape, fields_, overwrite=overwrite, read_only=True)
+    shape = analysis.shape(inputs)
+    grid = Grid(out, group, config, shape, analysis.fields(), overwrite=overwrite, read_only=True)
     done = np.ones(shape, dtype=bool) if grid.stored else grid.done
     return {"stored": bool(grid.stored), "done": done.reshape(-1).tolist()}
 

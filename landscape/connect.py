@@ -1047,10 +1047,9 @@ class Connect(Analysis):
     def from_group(
         self, arrays: Mapping[str, Any], attrs: Mapping[str, Any], where: str
     ) -> Connectivity:
-        store.check_arrays(
-            where, arrays, {n: 1 for n in ("t", "done", "nonfinite", *self.fields())}
-        )
-        return Connectivity(**{n: arrays[n] for n in ("t", "done", "nonfinite", *self.fields())})
+        names = ("t", "done", "nonfinite", *self.fields())
+        store.check_arrays(where, arrays, dict.fromkeys(names, 1))
+        return Connectivity(**{n: arrays[n] for n in names})
 
     def summary(self, stored: Stored) -> dict[str, Any]:
         return {"eps": self.attack.eps, **barriers(stored.arrays)}
