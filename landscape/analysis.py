@@ -93,7 +93,9 @@ def state_sha256(model: nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        # 1-D first: a 0-d tensor (BatchNorm's step count) cannot be viewed as bytes.
+        flat = data.reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()
 
 
@@ -125,7 +127,8 @@ class Analysis:
     Class attributes: `name` (the group `/<name>/<run>` and the CLI command), `grid`
     (True when the result is a resumable grid of points), `axes` (coordinate names of
     its arrays, the dimension scales). Grid analyses give `shape(inputs)` and
-    `fields()`; their `compute` fills the `store.Grid` it is handed.
+    `fields()`; their `compute` fills the `store.Grid` it is handed. An analysis without
+    model inputs (the toy figures) is given `inputs=None` throughout.
     """
 
     name: ClassVar[str]
@@ -138,13 +141,13 @@ class Analysis:
             _REGISTRY[cls.name] = cls
 
     # ------------------------------------------------------------ what subclasses give
-    def check(self, inputs: Inputs) -> None:
+    def check(self, inputs: Inputs | None) -> None:
         """Validate the options against the inputs before any work (BadInput)."""
 
-    def compute(self, inputs: Inputs, *, grid: Any = None, progress: Progress | None = None):
+    def compute(self, inputs: Inputs | None, *, grid: Any = None, progress: Progress | None = None):
         raise NotImplementedError
 
-    def plan(self, inputs: Inputs, context: PlanContext) -> Any:
+    def plan(self, inputs: Inputs | None, context: PlanContext) -> Any:
         raise NotImplementedError
 
     def to_group(self, result: Any) -> Group:
@@ -176,7 +179,7 @@ class Analysis:
             "stored as NaN and flagged in `nonfinite`"
         )
 
-    def shape(self, inputs: Inputs) -> tuple[int, ...]:
+    def shape(self, inputs: Inputs | None) -> tuple[int, ...]:
         raise NotImplementedError
 
     def fields(self) -> tuple[str, ...]:
@@ -198,9 +201,10 @@ class Analysis:
                 out[f.name] = value
         return out
 
-    def config(self, inputs: Inputs) -> dict[str, Any]:
+    def config(self, inputs: Inputs | None) -> dict[str, Any]:
         """The stored config: a stored run with exactly this config is a cache hit."""
-        return {"analysis": self.name, **inputs.data_config(), **self.options()}
+        data = inputs.data_config() if inputs is not None else {}
+        return {"analysis": self.name, **data, **self.options()}
 
 
 def speed_knob(default: Any) -> Any:
@@ -248,7 +252,7 @@ def _command() -> str:
 
 def run(
     analysis: Analysis,
-    inputs: Inputs,
+    inputs: Inputs | None,
     *,
     out: str | Path | None = None,
     name: str = "run",
@@ -262,7 +266,8 @@ def run(
     recomputed; another config under that name is refused unless `overwrite`. Grids
     resume from their sidecar. The group carries the provenance of DESIGN.md. Without
     `out` the result is computed and returned, nothing is written. Under torchrun every
-    rank computes its share and rank 0 alone writes; other ranks get None.
+    rank computes its share and rank 0 alone writes; other ranks get None. An analysis
+    without model inputs (the toy figures) runs with `inputs=None`.
     """
     analysis.check(inputs)
     if out is None:
@@ -274,50 +279,51 @@ def run(
 
     group = group_path(analysis, name)
     config = analysis.config(inputs)
-    command = command or _command()
     main = distributed.world().is_main
     start = time.perf_counter()
+    grid = None
     if analysis.grid:
         grid = open_grid(out, group, config, analysis.shape(inputs), analysis.fields(), overwrite)
         cached = grid is None
-        if not cached:
-            result = analysis.compute(inputs, grid=grid, progress=progress)
-            if main:
-                content = analysis.to_group(result)
-                attrs = inputs.provenance(
-                    config, int(getattr(analysis, "seed", 0)), time.perf_counter() - start, command
-                )
-                grid.finish(
-                    {},
-                    {**attrs, **content.attrs},
-                    extra=content.arrays,
-                    dims=content.dims,
-                    overwrite=overwrite,
-                )
     else:
         cached = distributed.on_main(lambda: find_complete(out, group, config, overwrite=overwrite))
-        if cached and not main:
-            return None
-        if not cached:
-            result = analysis.compute(inputs, progress=progress)
-            if main:
-                content = analysis.to_group(result)
-                attrs = inputs.provenance(
-                    config, int(getattr(analysis, "seed", 0)), time.perf_counter() - start, command
-                )
+    if not cached:
+        result = analysis.compute(inputs, grid=grid, progress=progress)
+        if main:
+            content = analysis.to_group(result)
+            attrs = _provenance(
+                analysis, inputs, config, time.perf_counter() - start, command or _command()
+            )
+            attrs.update(content.attrs)
+            if grid is None:
                 write_group(
-                    out,
-                    group,
-                    content.arrays,
-                    {**attrs, **content.attrs},
-                    dims=content.dims,
-                    overwrite=overwrite,
+                    out, group, content.arrays, attrs, dims=content.dims, overwrite=overwrite
                 )
+            else:
+                grid.finish({}, attrs, extra=content.arrays, dims=content.dims, overwrite=overwrite)
     if not main:
         return None
     arrays, attrs = read_group(out, group)
     record = analysis.from_group(arrays, attrs, f"{out}:{group}") if cached else result
     return Stored(group, record, cached, float(attrs["elapsed_s"]), arrays, dict(attrs))
+
+
+def _provenance(
+    analysis: Analysis,
+    inputs: Inputs | None,
+    config: Mapping[str, Any],
+    elapsed_s: float,
+    command: str,
+) -> dict[str, Any]:
+    """The provenance attributes of a run: of its inputs, or without a checkpoint (and on
+    the analysis's own device) when it has none."""
+    seed = int(getattr(analysis, "seed", 0))
+    if inputs is not None:
+        return inputs.provenance(config, seed, elapsed_s, command)
+    from .store import provenance
+
+    device = str(getattr(analysis, "device", ""))
+    return provenance(command=command, config=config, device=device, seed=seed, elapsed_s=elapsed_s)
 
 
 def open_grid(
@@ -346,9 +352,38 @@ def open_grid(
     return grids[0] if grids else Grid.in_memory(shape, fields_)
 
 
+def stored_state(
+    analysis: Analysis,
+    inputs: Inputs | None,
+    *,
+    out: str | Path,
+    name: str = "run",
+    overwrite: bool = False,
+) -> tuple[np.ndarray | None, bool]:
+    """What `run` would find in `out`, read without changing anything: (the points a grid
+    has already done, None for other analyses; whether the run is stored complete with
+    this config). The same refusals as `run` (another config, a foreign file); rank 0
+    reads, every rank gets the answer. A caller with work to do before `run` (training a
+    curve) skips it when the run is stored."""
+    from .store import find_complete
+
+    group = group_path(analysis, name)
+    config = analysis.config(inputs)
+    if not analysis.grid:
+        complete = distributed.on_main(
+            lambda: find_complete(out, group, config, overwrite=overwrite, tidy=False)
+        )
+        return None, complete
+    state = distributed.on_main(
+        lambda: _grid_state(out, group, config, analysis, inputs, overwrite)
+    )
+    done = np.asarray(state["done"], dtype=bool).reshape(analysis.shape(inputs))
+    return done, state["stored"]
+
+
 def plan(
     analysis: Analysis,
-    inputs: Inputs,
+    inputs: Inputs | None,
     *,
     out: str | Path | None = None,
     name: str = "run",
@@ -358,31 +393,28 @@ def plan(
     """The dry run of `run`: the same checks and cache decisions, then the analysis's plan
     (`dryrun.Plan`); nothing is computed or written."""
     from .dryrun import Calibration
-    from .store import find_complete
 
     analysis.check(inputs)
-    group = group_path(analysis, name)
-    config = analysis.config(inputs)
-    done, complete = None, False
     if out is not None:
+        done, complete = stored_state(analysis, inputs, out=out, name=name, overwrite=overwrite)
+    else:
+        done, complete = None, False
         if analysis.grid:
-            grid = distributed.on_main(
-                lambda: _grid_state(out, group, config, analysis, inputs, overwrite)
-            )
-            complete = grid["stored"]
-            done = np.asarray(grid["done"], dtype=bool).reshape(analysis.shape(inputs))
-        else:
-            complete = distributed.on_main(
-                lambda: find_complete(out, group, config, overwrite=overwrite, tidy=False)
-            )
-    elif analysis.grid:
-        done = np.zeros(analysis.shape(inputs), dtype=bool)
-    if calibration is None:
+            done = np.zeros(analysis.shape(inputs), dtype=bool)
+    if calibration is None and inputs is not None:
         calibration = Calibration(
             inputs.model, inputs.X, inputs.y, batch_size=getattr(analysis, "batch_size", 256)
         )
     where = None if out is None else str(out)
-    context = PlanContext(group, config, done, complete, calibration, where, overwrite)
+    context = PlanContext(
+        group_path(analysis, name),
+        analysis.config(inputs),
+        done,
+        complete,
+        calibration,
+        where,
+        overwrite,
+    )
     return analysis.plan(inputs, context)
 
 
@@ -391,7 +423,7 @@ def _grid_state(
     group: str,
     config: Mapping[str, Any],
     analysis: Analysis,
-    inputs: Inputs,
+    inputs: Inputs | None,
     overwrite: bool,
 ) -> dict[str, Any]:
     """A grid run's stored state, read-only (a dry run tidies nothing)."""

@@ -30,6 +30,12 @@ states); a rerun with the same config and endpoints continues bit-identically on
 device. Evaluation records each finished t in a `landscape.store.Grid`. Every t uses the
 same attack seed (common random numbers), so the points do not depend on their order.
 
+Two steps. `train_curve` is the trainer of the curve (it reads and writes the curve and
+resume files; `train_curve_plan` is its dry run); `Connect` is the evaluation as an
+analysis on `CurveInputs` (the endpoints, the data and the curve, loaded by the caller
+with `curve_inputs`), run cached and stored by `analysis.run`. The caller trains first,
+unless `analysis.stored_state` finds the evaluation stored already.
+
 Curve file (`torch.load(..., weights_only=True)` reads it): format "landscape-curve",
 version, spec, order, `control_points` {parameter name: tensor (n + 1, *shape)} from
 theta_0 to theta_n, `endpoints` (paths and sha256), `train` (config, epoch, step, history).
@@ -43,16 +49,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import distributed, store
+from .analysis import Analysis, Group, Inputs, PlanContext, Stored
 from .attacks import AttackConfig, attack_config, evaluate, perturb
 from .checkpoint import build_from_spec, build_stored, load_checkpoint, read_checkpoint, sha256_file
 from .data import augment, batches, dataset_info, load_dataset
+from .dryrun import BOOL, F32, F64, Calibration, Plan, Tally, arrays_bytes, size_text
 from .optim import BatchLoss, StepContext, UpdateRule
 from .params import ParamDict, estimate_bn, flatten, forward_at, functional_forward, named_params
 from .train import Diverged, TrainConfig
@@ -300,6 +308,24 @@ class CurveConfig:
             )
         self.trainer(spec).validate()
 
+    @property
+    def trained_epochs(self) -> int:
+        """The epochs a curve of this config is trained: none for the line (order 1)."""
+        return self.epochs if self.order > 1 else 0
+
+    def attack(self, family: str) -> AttackConfig | None:
+        """The PGD attack the curve is trained against (None at eps 0), by the papers' rule
+        for the data `family` unless its steps and step size are given."""
+        if self.eps == 0:
+            return None
+        return attack_config(
+            self.eps,
+            family=family,
+            norm=self.norm,
+            steps=self.pgd_steps,
+            step_size=self.pgd_step_size,
+        )
+
 
 @dataclass(frozen=True)
 class CurveBatchLoss:
@@ -343,6 +369,14 @@ class CurveTraining:
     loss: tuple[float, ...]
     robust_error: tuple[float, ...]
     elapsed_s: float
+
+    @property
+    def status(self) -> str:
+        """What the call did: `reused`, `trained` or `trained (resumed from epoch k)`."""
+        if self.reused:
+            return "reused"
+        resumed = self.resumed_from_epoch
+        return "trained" + (f" (resumed from epoch {resumed})" if resumed else "")
 
 
 def _identity(config: CurveConfig, ends: Endpoints) -> str:
@@ -532,16 +566,7 @@ def train_curve(
         "attack": make_generator(config.seed + 2, device),
         "t": make_generator(config.seed + 3, device),
     }
-    family = dataset_info(ends.spec["dataset"]).family
-    attack = None
-    if config.eps > 0:
-        attack = attack_config(
-            config.eps,
-            family=family,
-            norm=config.norm,
-            steps=config.pgd_steps,
-            step_size=config.pgd_step_size,
-        )
+    attack = config.attack(dataset_info(ends.spec["dataset"]).family)
     batch_loss = CurveBatchLoss(BatchLoss(attack, gens["attack"]), gens["t"])
     history: dict[str, list[float]] = {"loss": [], "robust_error": []}
     start_epoch, step, wall_before = 0, 0, 0.0
@@ -555,8 +580,7 @@ def train_curve(
         start_epoch, step = int(state["epoch"]), int(state["step"])
         wall_before = float(state["wall_time"])
 
-    # An order-1 curve is the line: no bends, nothing to train.
-    epochs = config.epochs if config.order > 1 else 0
+    epochs = config.trained_epochs
     steps_per_epoch = math.ceil(X.shape[0] / config.batch_size)
     t_start = time.perf_counter()
 
@@ -640,6 +664,43 @@ def train_curve(
         save_curve(out, curve, ends.spec, endpoints=meta_ends, train=train_meta)
         resume.unlink(missing_ok=True)
     return outcome(out, epochs, complete=True)
+
+
+def train_curve_plan(
+    inputs: CurveInputs,
+    curve_out: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    overwrite: bool = False,
+    needed: bool = True,
+) -> Plan:
+    """The dry run of `train_curve` for the curve of `inputs`: per mini-batch of the training
+    split PGD at B(t) and a training pass, for the epochs still to run (none when
+    `curve_out` holds this curve, or when the curve is not `needed` because its evaluation
+    is stored); its result is the curve file. Same checks and refusals, nothing written."""
+    ends, config, device = inputs.ends, inputs.training, inputs.device
+    X, y = load_dataset(ends.spec["dataset"], "train", data_root, device)
+    path = Path(curve_out)
+    tally = Tally()
+    epochs = config.trained_epochs
+    start = epochs
+    if needed:
+        reused, state = stored_curve(path, config, ends, overwrite=overwrite, device=device)
+        if reused is not None:
+            tally.notes.append(f"{path} holds this curve: no training")
+        else:
+            start = 0 if state is None else int(state["epoch"])
+        if state is not None:
+            tally.notes.append(f"curve training resumes after epoch {start}")
+    attack = config.attack(inputs.family)
+    n, bs = int(X.shape[0]), config.batch_size
+    for b in [min(bs, n - i) for i in range(0, n, bs)] * (epochs - start):
+        tally.pgd(b, b, attack)
+        tally.add("weight_grad", b, b)
+    curve_bytes = (config.order + 1) * sum(p.numel() for p in inputs.model.net.parameters()) * F32
+    tally.notes.append(f"curve file {path}: {size_text(curve_bytes)} of control points")
+    calibration = Calibration(inputs.model, X, y, batch_size=bs)
+    return tally.plan("connect", [str(path)], calibration, curve_bytes)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -819,6 +880,179 @@ def connect(
         nonfinite=grid.nonfinite.copy(),
         **{k: v.copy() for k, v in values.items()},
     )
+
+
+@dataclass(kw_only=True)
+class CurveInputs(Inputs):
+    """What `Connect` evaluates: `model` is the curve (a `BezierCurve`), `X, y` the training
+    examples evaluated, `test` the test examples, `bn` the examples the BN statistics are
+    re-estimated on. The endpoints and the curve's training config identify the curve
+    before it is trained (a stored run is found without training it); `checkpoint` is the
+    curve file once `with_curve` gives the trained curve."""
+
+    ends: Endpoints
+    training: CurveConfig
+    test: tuple[Tensor, Tensor]
+    bn: tuple[Tensor, Tensor]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.training.validate(self.ends.spec)
+
+    def data_config(self) -> dict[str, Any]:
+        return {
+            "curve": self.training.as_dict(),
+            "start_sha256": self.ends.start_sha256,
+            "end_sha256": self.ends.end_sha256,
+            "dataset": self.dataset,
+            "examples": int(self.X.shape[0]),
+            "test_examples": int(self.test[0].shape[0]),
+            "bn_examples": int(self.bn[0].shape[0]),
+        }
+
+    def provenance(
+        self, config: Mapping[str, Any], seed: int, elapsed_s: float, command: str
+    ) -> dict[str, Any]:
+        """The curve file's provenance, the endpoints it joins, its order and epochs."""
+        return {
+            **super().provenance(config, seed, elapsed_s, command),
+            "order": self.training.order,
+            "start": self.ends.start_path,
+            "end": self.ends.end_path,
+            "start_sha256": self.ends.start_sha256,
+            "end_sha256": self.ends.end_sha256,
+            "curve_epochs": self.training.trained_epochs,
+        }
+
+    def with_curve(self, trained: CurveTraining) -> CurveInputs:
+        """These inputs with the curve `train_curve` finished as the model and its file as
+        the checkpoint (hashed on rank 0, which wrote it)."""
+        if not trained.complete:
+            raise BadInput(f"the curve in {trained.path} is not trained to the end; resume it")
+        sha = distributed.on_main(lambda: sha256_file(trained.path))
+        return dataclasses.replace(
+            self, model=trained.curve, checkpoint=str(trained.path), checkpoint_sha256=sha
+        )
+
+
+def curve_inputs(
+    ends: Endpoints,
+    training: CurveConfig,
+    *,
+    data_root: str | Path | None = None,
+    samples: int | None = None,
+    bn_samples: int | None = None,
+    device: str | torch.device = "cpu",
+) -> CurveInputs:
+    """Load the data of a `Connect` run between `ends` (the caller's step, like
+    `load_endpoints`): the first `samples` examples of each split and the first
+    `bn_samples` training examples for BN (all by default). The model is the curve's
+    initial segment until `CurveInputs.with_curve` gives the trained curve."""
+    device = torch.device(device)
+    name = ends.spec["dataset"]
+    X, y = load_dataset(name, "train", data_root, device)
+    X_test, y_test = load_dataset(name, "test", data_root, device)
+    with torch.random.fork_rng(devices=[]):  # the scratch template leaves the global RNG be
+        net = build_from_spec(ends.spec, device)
+    return CurveInputs(
+        BezierCurve(net, ends.start, ends.end, training.order),
+        X[:samples],
+        y[:samples],
+        spec=ends.spec,
+        family=dataset_info(name).family,
+        device=device,
+        dataset=name,
+        ends=ends,
+        training=training,
+        test=(X_test[:samples], y_test[:samples]),
+        bn=(X[:bn_samples], y[:bn_samples]),
+    )
+
+
+@dataclass(frozen=True)
+class Connect(Analysis):
+    """`connect` as an analysis: the metrics along the curve of `CurveInputs` and along the
+    straight line between its endpoints at `points` values of t, a grid over t. The curve
+    is trained before, by the caller (`train_curve`); this evaluates the curve it is given.
+    """
+
+    name: ClassVar[str] = "connect"
+    grid: ClassVar[bool] = True
+    axes: ClassVar[tuple[str, ...]] = ("t",)
+
+    attack: AttackConfig
+    points: int = 61
+    bn_inputs: str = "clean"
+    batch_size: int = 500
+    seed: int = 0
+
+    def check(self, inputs: Inputs | None) -> None:
+        if not isinstance(inputs, CurveInputs):
+            raise BadInput("connect evaluates a curve: its inputs are `curve_inputs(...)`")
+        check_evaluation(self.points, self.bn_inputs, self.attack)
+
+    def shape(self, inputs: Inputs | None) -> tuple[int, ...]:
+        return (self.points,)
+
+    def fields(self) -> tuple[str, ...]:
+        return tuple(fields(self.attack.eps > 0))
+
+    def compute(
+        self,
+        inputs: CurveInputs,
+        *,
+        grid: store.Grid | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Connectivity:
+        return connect(
+            inputs.model,
+            (inputs.X, inputs.y),
+            inputs.test,
+            self.attack,
+            points=self.points,
+            bn_inputs=self.bn_inputs,
+            bn_data=inputs.bn,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            grid=grid,
+            progress=progress,
+        )
+
+    def plan(self, inputs: CurveInputs, context: PlanContext) -> Plan:
+        """At every pending t, for the curve and the line: BN re-estimation when the network
+        has BN (a clean pass; with `bn_inputs="adv"` also PGD and a pass on the attacked
+        data) and an evaluation of each split."""
+        from .surface import has_batchnorm
+
+        tally = Tally()
+        tally.resume_note(context)
+        times, bs = 2 * int((~context.done).sum()), self.batch_size
+        if has_batchnorm(inputs.model):
+            n_bn = int(inputs.bn[0].shape[0])
+            tally.add("forward", n_bn, bs, times)
+            if self.bn_inputs == "adv":
+                tally.pgd(n_bn, bs, self.attack, times)
+                tally.add("forward", n_bn, bs, times)
+        for X in (inputs.X, inputs.test[0]):
+            tally.evaluate(int(X.shape[0]), bs, self.attack, times)
+        shape = (self.points,)
+        sizes = {"t": (shape, F64), "done": (shape, BOOL), "nonfinite": (shape, BOOL)}
+        sizes.update({f: (shape, F64) for f in self.fields()})
+        return tally.plan("connect", [context.group], context.calibration, arrays_bytes(sizes))
+
+    def to_group(self, result: Connectivity) -> Group:
+        arrays = result.arrays()
+        return Group(arrays, {name: ("t",) for name in arrays if name != "t"}, {})
+
+    def from_group(
+        self, arrays: Mapping[str, Any], attrs: Mapping[str, Any], where: str
+    ) -> Connectivity:
+        names = ("t", "done", "nonfinite", *self.fields())
+        store.check_arrays(where, arrays, dict.fromkeys(names, 1))
+        return Connectivity(**{n: arrays[n] for n in names})
+
+    def summary(self, stored: Stored) -> dict[str, Any]:
+        return {"eps": self.attack.eps, **barriers(stored.arrays)}
 
 
 def point_model(

@@ -97,7 +97,7 @@ class Plan:
             "estimated_seconds": self.seconds,
             "estimated_time": _duration(self.seconds),
             "result_bytes": self.result_bytes,
-            "result_size": _size(self.result_bytes),
+            "result_size": size_text(self.result_bytes),
             "device": self.device,
             "seconds_per_example_pass": {
                 k: float(f"{v:.3g}") for k, v in self.seconds_per_pass.items()
@@ -138,7 +138,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
+    """A byte count for people: `512 B`, `1.5 KiB`, `2.0 GiB`."""
     if n < 1024:
         return f"{n:.0f} B"
     for unit in ("KiB", "MiB", "GiB"):
@@ -458,73 +459,8 @@ def train_plan(
     result = files * _state_bytes(model) + rows * len(TRACE_COLUMNS) * F64
     result += evals * len(EVAL_COLUMNS) * F64
     tally.notes.append(
-        f"{files} checkpoints of {_size(_state_bytes(model))} and a trace of {rows} rows; "
+        f"{files} checkpoints of {size_text(_state_bytes(model))} and a trace of {rows} rows; "
         "resume.pt is rewritten every epoch and removed at the end"
     )
     calibration = Calibration(model, X, y, batch_size=bs)
     return tally.plan("train", [str(out)], calibration, result)
-
-
-def connect_plan(
-    ends: Any,
-    config: Any,
-    attack: AttackConfig,
-    *,
-    out: str,
-    group: str,
-    settings: Mapping[str, Any],
-    curve_path: Path,
-    points: int,
-    bn_inputs: str,
-    samples: int | None,
-    bn_samples: int | None,
-    data_root: str | None,
-    device: torch.device,
-    overwrite: bool,
-) -> Plan:
-    """`landscape connect`: curve training (per mini-batch PGD at B(t) and a training pass),
-    then at every pending t, for the curve and the line, BN re-estimation (clean, or a clean
-    pass, PGD and a pass on the attacked data) and an evaluation of each split."""
-    from .connect import fields, stored_curve
-    from .data import load_dataset
-
-    tally = Tally()
-    X, y = load_dataset(ends.spec["dataset"], "train", data_root, device)
-    X_test, _ = load_dataset(ends.spec["dataset"], "test", data_root, device)
-    done, complete = grid_done(
-        out, group, settings, (points,), fields(attack.eps > 0), overwrite=overwrite
-    )
-    _resume_note(tally, done, complete)
-    epochs = config.epochs if config.order > 1 else 0
-    start = 0
-    if complete:
-        start = epochs
-    else:
-        reused, state = stored_curve(curve_path, config, ends, overwrite=overwrite, device=device)
-        if reused is not None:
-            start = epochs
-            tally.notes.append(f"{curve_path} holds this curve: no training")
-        elif state is not None:
-            start = int(state["epoch"])
-            tally.notes.append(f"curve training resumes after epoch {start}")
-    n, bs = int(X.shape[0]), config.batch_size
-    for b in [min(bs, n - i) for i in range(0, n, bs)] * (epochs - start):
-        tally.pgd(b, b, attack)
-        tally.add("weight_grad", b, b)
-    net = _fresh_model(ends.spec, device)
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
-    n_bn = len(X[:bn_samples])
-    times = int((~done).sum()) * 2
-    if has_bn:
-        tally.add("forward", n_bn, 500, times)
-        if bn_inputs == "adv":
-            tally.pgd(n_bn, 500, attack, times)
-            tally.add("forward", n_bn, 500, times)
-    for split in (X, X_test):
-        tally.evaluate(len(split[:samples]), 500, attack, times)
-    curve_bytes = (config.order + 1) * sum(p.numel() for p in net.parameters()) * F32
-    sizes = {"t": ((points,), F64), "done": ((points,), BOOL), "nonfinite": ((points,), BOOL)}
-    sizes.update({f: ((points,), F64) for f in fields(attack.eps > 0)})
-    tally.notes.append(f"curve file {curve_path}: {_size(curve_bytes)} of control points")
-    calibration = Calibration(net, X, y, batch_size=bs)
-    return tally.plan("connect", [group], calibration, arrays_bytes(sizes) + curve_bytes)

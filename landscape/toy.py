@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, softmax
 from torch import Tensor
 
+from .analysis import Analysis, Group, Inputs, Stored
 from .attacks import AttackConfig, attack_config, perturb
 from .util import BadInput, make_generator, parse_eps, resolve_device
 
@@ -584,3 +586,78 @@ def toy(
     return liu_collapse(
         opts["eps"], opts["norm"], train_steps=opts["train_steps"], seed=opts["seed"]
     )
+
+
+RECORDS: dict[str, type[_Record]] = {
+    "kanai-fig2": Surfaces,
+    "kanai-fig4-5": Surfaces,
+    "liu-fig5": Band,
+    "liu-thm1": Collapse,
+}
+
+
+@dataclass(frozen=True)
+class Toy(Analysis):
+    """One theory figure (`FIGURES`) as an analysis with no model inputs (run it with
+    `inputs=None`) in `/toy/<figure>`; its stored config is `toy_options`' (the options the
+    figure uses, after defaults). `points` per theta axis; `device` runs the swish PGD."""
+
+    name: ClassVar[str] = "toy"
+
+    figure: str
+    points: int = DEFAULT_GRID
+    eps: tuple[float, ...] = ()
+    gamma: float = DEFAULT_GAMMA
+    samples: int = DEFAULT_SAMPLES
+    norm: str = "linf"
+    pgd_steps: int | None = None
+    pgd_step_size: float | None = None
+    train_steps: int = THM1_STEPS
+    seed: int = 0
+    device: Any = field(default="auto", compare=False, metadata={"config": False})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", resolve_device(self.device))
+
+    def options(self) -> dict[str, Any]:
+        return toy_options(
+            self.figure,
+            grid=self.points,
+            eps=list(self.eps) or None,
+            gamma=self.gamma,
+            samples=self.samples,
+            norm=self.norm,
+            pgd_steps=self.pgd_steps,
+            pgd_step_size=self.pgd_step_size,
+            train_steps=self.train_steps,
+            seed=self.seed,
+        )
+
+    def check(self, inputs: Inputs | None) -> None:
+        self.options()
+
+    def compute(
+        self, inputs: Inputs | None, *, grid: Any = None, progress: Any = None
+    ) -> Surfaces | Band | Collapse:
+        return toy(self.figure, device=self.device, **self.options())
+
+    def to_group(self, result: Surfaces | Band | Collapse) -> Group:
+        return Group(result.arrays(), result.dims(), result.attrs())
+
+    def from_group(
+        self, arrays: Mapping[str, Any], attrs: Mapping[str, Any], where: str
+    ) -> Surfaces | Band | Collapse:
+        record = RECORDS[self.figure]
+        values = {**attrs, **arrays}
+        missing = [f.name for f in fields(record) if f.name not in values and f.default is MISSING]
+        if missing:
+            raise BadInput(f"{where} lacks {', '.join(missing)}; it is not a stored toy figure")
+        return record(**{f.name: values[f.name] for f in fields(record) if f.name in values})
+
+    def summary(self, stored: Stored) -> dict[str, Any]:
+        threshold = stored.attrs.get("threshold")
+        return {
+            "cached": stored.cached,
+            "elapsed_s": round(stored.elapsed_s, 2),
+            **({"threshold": float(threshold)} if threshold is not None else {}),
+        }

@@ -233,6 +233,66 @@ def test_bn_inputs_adv_changes_the_statistics_and_needs_eps():
         mc.check_evaluation(1, "clean", attack_config(0.0))
 
 
+def test_state_digest_covers_batchnorm_step_counts():
+    """An in-memory curve's identity (`state_sha256`) reads 0-d buffers too."""
+    from landscape.analysis import state_sha256
+
+    net = build_from_spec(VGG)
+    before = state_sha256(net)
+    bn = next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    bn.num_batches_tracked += 1
+    assert state_sha256(net) != before
+
+
+def test_connect_analysis_is_found_stored_before_training_and_cached(tmp_path):
+    """The library path of `landscape connect`: `Connect` on `curve_inputs` through
+    `analysis.run` stores what `connect` computes, with the curve file as its checkpoint;
+    `stored_state` answers before any curve exists, a rerun is a cache hit with the same
+    record, and another config under the same name is refused."""
+    from landscape import analysis
+    from landscape.analysis import Inputs
+    from landscape.checkpoint import sha256_file
+
+    a, b = save_random(tmp_path / "a.pt", LENET, 0), save_random(tmp_path / "b.pt", LENET, 1)
+    ends = mc.load_endpoints(a, b)
+    training = mc.CurveConfig(order=1)  # the straight line: a curve file, nothing to train
+    inputs = mc.curve_inputs(ends, training, samples=30, bn_samples=40)
+    assert inputs.checkpoint == "" and inputs.bn[0].shape[0] == 40
+    attack = attack_config(0.05, steps=2)
+    job = mc.Connect(attack, points=3)
+    out = tmp_path / "r.h5"
+    done, stored = analysis.stored_state(job, inputs, out=out, name="c")
+    assert not stored and done.tolist() == [False] * 3 and not out.exists()
+
+    trained = mc.train_curve(ends, training, tmp_path / "c.curve.pt")
+    inputs = inputs.with_curve(trained)
+    first = analysis.run(job, inputs, out=out, name="c")
+    assert first.group == "/connect/c" and not first.cached
+    assert first.attrs["checkpoint"] == str(tmp_path / "c.curve.pt")
+    assert first.attrs["checkpoint_sha256"] == sha256_file(tmp_path / "c.curve.pt")
+    assert first.attrs["order"] == 1 and first.attrs["start_sha256"] == ends.start_sha256
+    X, y = load_dataset("digits", "train")
+    Xt, yt = load_dataset("digits", "test")
+    direct = mc.connect(
+        trained.curve, (X[:30], y[:30]), (Xt[:30], yt[:30]), attack, points=3, bn_data=(X, y)
+    )
+    again = analysis.run(job, inputs, out=out, name="c")
+    assert again.cached and again.elapsed_s == first.elapsed_s
+    for name, value in direct.arrays().items():
+        np.testing.assert_array_equal(getattr(first.result, name), value, err_msg=name)
+        np.testing.assert_array_equal(getattr(again.result, name), value, err_msg=name)
+    assert analysis.stored_state(job, inputs, out=out, name="c")[1]
+    with pytest.raises(BadInput, match="another config"):
+        analysis.stored_state(mc.Connect(attack, points=4), inputs, out=out, name="c")
+    longer = mc.CurveConfig(order=1, epochs=3)  # another curve is another config
+    with pytest.raises(BadInput, match="another config"):
+        analysis.run(
+            job, mc.curve_inputs(ends, longer, samples=30, bn_samples=40), out=out, name="c"
+        )
+    with pytest.raises(BadInput, match="curve"):
+        job.check(Inputs(build_from_spec(LENET), X[:5], y[:5]))
+
+
 # ----------------------------------------------------------------------------- refusals
 
 

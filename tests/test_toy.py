@@ -216,6 +216,30 @@ def test_options_reject_bad_input():
     assert T.toy_options("kanai-fig2")["pgd_step_size"] == pytest.approx(5 * 0.6 / 200)
 
 
+def test_toy_runs_as_an_analysis_without_inputs(tmp_path):
+    """`analysis.run` with `inputs=None`: provenance without a checkpoint on the analysis's
+    device, the figure's options as the config, a cache hit that reads the record back."""
+    from landscape import analysis
+
+    out = tmp_path / "t.h5"
+    job = T.Toy("liu-fig5", points=7, eps=(0.3,), device="cpu")
+    first = analysis.run(job, None, out=out, name="liu-fig5")
+    assert first.group == "/toy/liu-fig5" and not first.cached
+    assert first.attrs["checkpoint"] == "" and first.attrs["device"] == "cpu"
+    config = json.loads(first.attrs["config"])
+    assert config == {"analysis": "toy", "figure": "liu-fig5", "grid": 7, "eps": [0.3]}
+    again = analysis.run(job, None, out=out, name="liu-fig5")
+    assert again.cached and isinstance(again.result, T.Band)
+    np.testing.assert_array_equal(again.result.adv, T.liu_band(7, [0.3]).adv)
+    assert again.result.x_label == first.result.x_label == "θ"
+    with pytest.raises(BadInput, match="another config"):
+        analysis.run(T.Toy("liu-fig5", points=9), None, out=out, name="liu-fig5")
+    thm1 = analysis.run(T.Toy("liu-thm1", train_steps=20, eps=(0.1, 2.0)), None, out=out)
+    cached = analysis.run(T.Toy("liu-thm1", train_steps=20, eps=(0.1, 2.0)), None, out=out)
+    assert cached.cached and cached.result.threshold == thm1.result.threshold
+    np.testing.assert_array_equal(cached.result.weight_norm_trace, thm1.result.weight_norm_trace)
+
+
 def test_cli_stores_every_figure_and_plot_renders_them(tmp_path, capsys):
     out = tmp_path / "toy.h5"
     args = ["toy", "all", "--out", str(out), "--grid", "21", "--samples", "30"]

@@ -306,22 +306,6 @@ def grid_progress(bar: Progress, task: Any) -> Callable[[int, int], None]:
     return update
 
 
-def warn_nonfinite(group: str, arrays: dict[str, Any], axes: tuple[str, ...]) -> int:
-    """One warning line on stderr naming where a grid met non-finite values; their count."""
-    from ..store import nonfinite_where
-
-    mask = arrays.get("nonfinite")
-    count = 0 if mask is None else int(mask.sum())
-    if count:
-        where = nonfinite_where(mask, {a: arrays[a] for a in axes})
-        click.echo(
-            f"Warning: {group}: non-finite loss at {count} of {mask.size} points ({where}); "
-            "stored as NaN and flagged in `nonfinite`",
-            err=True,
-        )
-    return count
-
-
 def eps_runs(
     checkpoint: str, name: str | None, eps_list: tuple, **key: Any
 ) -> list[tuple[float, str]]:
@@ -336,33 +320,6 @@ def add_rows(rows: dict[str, Any], label: str, several: bool, stats: dict[str, A
     rows.update({(f"{label}: " if several else "") + k: v for k, v in stats.items()})
 
 
-def open_grid(
-    out: str,
-    group: str,
-    config: dict[str, Any],
-    shape: tuple[int, ...],
-    fields: Sequence[str],
-    *,
-    overwrite: bool,
-) -> Any:
-    """The run's resumable `store.Grid`, or None on every rank when it is stored complete.
-
-    Under torchrun rank 0 alone opens the results file and the sidecar (its BadInput
-    reaches every rank); the other ranks compute into an in-memory grid.
-    """
-    from ..store import Grid
-
-    grids: list[Any] = []
-
-    def open_on_main() -> bool:
-        grids.append(Grid(out, group, config, shape, fields, overwrite=overwrite))
-        return grids[0].stored
-
-    if distributed.on_main(open_on_main):
-        return None
-    return grids[0] if grids else Grid.in_memory(shape, fields)
-
-
 def run_jobs(
     title: str,
     jobs: Sequence[tuple[Any, Any, str, str]],
@@ -371,12 +328,15 @@ def run_jobs(
     overwrite: bool,
     dry_run: bool,
     as_json: bool,
+    steps: Sequence[Any] = (),
+    rows: dict[str, Any] | None = None,
 ) -> None:
     """Run (or, with --dry-run, plan) every (inputs, analysis, run name, row label) of one
     command through the library (`analysis.run`, `analysis.plan`), then print one summary.
 
     Every run's stored state is checked before any is computed, so a clash in a later
-    run stops the command before it writes anything.
+    run stops the command before it writes anything. `steps` are the plans of what the
+    command does before its runs (training a curve), `rows` that work's summary rows.
     """
     from .. import analysis as lib
     from ..dryrun import Calibration, combine
@@ -415,8 +375,9 @@ def run_jobs(
                     calibration=calibrations[id(inputs)],
                 )
             )
-        return summary(f"dry run: {title} -> {out}", combine(title, plans).as_dict(), as_json)
-    rows: dict[str, Any] = {}
+        plan = combine(title, [*steps, *plans])
+        return summary(f"dry run: {title} -> {out}", plan.as_dict(), as_json)
+    table: dict[str, Any] = {}
     for inputs, job, name, label in jobs:
         total = math.prod(job.shape(inputs)) if job.grid else 1
         with progress_bar(total, title) as bar:
@@ -437,7 +398,7 @@ def run_jobs(
         if warning:
             click.echo(f"Warning: {stored.group}: {warning}", err=True)
         if not job.grid:
-            rows[stored.group] = stats if as_json else job.summary_line(stats)
+            table[stored.group] = stats if as_json else job.summary_line(stats)
             continue
         stats = {
             "group": stored.group,
@@ -446,7 +407,7 @@ def run_jobs(
             "nonfinite_points": int(stored.arrays["nonfinite"].sum()),
             **stats,
         }
-        add_rows(rows, label, len(jobs) > 1, stats)
+        add_rows(table, label, len(jobs) > 1, stats)
     if any(job.grid for _, job, _, _ in jobs):
-        rows = {"out": out, **rows}
-    summary(f"{title} -> {out}", rows, as_json)
+        table = {"out": out, **table}
+    summary(f"{title} -> {out}", {**table, **(rows or {})}, as_json)

@@ -11,15 +11,12 @@ from .. import distributed
 from .common import (
     EPS,
     cli,
-    command_line,
     common,
     foreign_options,
     lr_schedule_options,
-    open_grid,
     progress_bar,
+    run_jobs,
     run_name,
-    summary,
-    warn_nonfinite,
 )
 
 
@@ -156,30 +153,23 @@ def connect_(
     **opts: Any,
 ) -> None:
     """Train a Bezier curve joining two checkpoints and evaluate it and the straight line along t."""
-    import time
-
-    from .. import store
     from ..attacks import attack_config
-    from ..checkpoint import sha256_file
     from ..connect import (
+        Connect,
         CurveConfig,
-        barriers,
-        check_evaluation,
+        curve_inputs,
         default_order,
-        fields,
         load_endpoints,
         pair_label,
-        train_curve,
     )
-    from ..connect import connect as connect_curve
-    from ..data import dataset_info, load_dataset
+    from ..data import dataset_info
 
     dev = distributed.init(device)
     ends = load_endpoints(
         start, end, dev, arch=arch, width=width, dataset=dataset, activation=activation
     )
-    ds, family = ends.spec["dataset"], dataset_info(ends.spec["dataset"]).family
-    config = CurveConfig(
+    family = dataset_info(ends.spec["dataset"]).family
+    training = CurveConfig(
         order=order or default_order(family),
         eps=eps,
         norm=norm,
@@ -189,120 +179,68 @@ def connect_(
         seed=seed,
         **opts,
     )
-    config.validate(ends.spec)
-    attack = attack_config(eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size)
-    check_evaluation(points, bn_inputs, attack)
-    run = run_name(pair_label(start, end), name, order=config.order, eps=eps)
-    group = f"/connect/{run}"
-    settings = {
-        **config.as_dict(),
-        "start_sha256": ends.start_sha256,
-        "end_sha256": ends.end_sha256,
-        "points": points,
-        "bn_inputs": bn_inputs,
-        "samples": samples,
-        "bn_samples": bn_samples,
-        "attack": attack.as_dict(),
-    }
-    curve_path = Path(curve_out) if curve_out else Path(out).parent / f"{run}.curve.pt"
-    if dry_run:
-        from ..dryrun import connect_plan
-
-        plan = connect_plan(
-            ends,
-            config,
-            attack,
-            out=out,
-            group=group,
-            settings=settings,
-            curve_path=curve_path,
-            points=points,
-            bn_inputs=bn_inputs,
-            samples=samples,
-            bn_samples=bn_samples,
-            data_root=data_root,
-            device=dev,
-            overwrite=overwrite,
-        )
-        return summary("dry run: connect", plan.as_dict(), as_json)
-    status = "stored"
-    # Under torchrun rank 0 alone reads and writes the results file and its sidecar.
-    main = distributed.world().is_main
-    grid = open_grid(out, group, settings, (points,), fields(eps > 0), overwrite=overwrite)
-    if grid is not None:
-        started = time.perf_counter()
-        with progress_bar(config.epochs, "connect") as bar:
-            task = bar.add_task("curve", total=config.epochs, info="train curve")
-            trained = train_curve(
-                ends,
-                config,
-                curve_path,
-                device=dev,
-                data_root=data_root,
-                overwrite=overwrite,
-                progress=lambda done, total, s: bar.update(
-                    task, completed=done, info=f"loss {s['loss']:.3f}"
-                ),
-            )
-            bar.update(task, completed=0, total=points, info="evaluate")
-            X, y = load_dataset(ds, "train", data_root, dev)
-            X_test, y_test = load_dataset(ds, "test", data_root, dev)
-            result = connect_curve(
-                trained.curve,
-                (X[:samples], y[:samples]),
-                (X_test[:samples], y_test[:samples]),
-                attack,
-                points=points,
-                bn_inputs=bn_inputs,
-                bn_data=(X[:bn_samples], y[:bn_samples]),
-                seed=seed,
-                grid=grid,
-                progress=lambda done, total: bar.update(task, completed=done),
-            )
-        if not main:
-            return
-        attrs = store.provenance(
-            command=command_line(),
-            config=settings,
-            checkpoint=str(curve_path),
-            checkpoint_sha256=sha256_file(curve_path),
-            device=dev,
-            seed=seed,
-            elapsed_s=time.perf_counter() - started,
-        )
-        attrs.update(
-            order=config.order,
-            start=start,
-            end=end,
-            start_sha256=ends.start_sha256,
-            end_sha256=ends.end_sha256,
-            curve_epochs=trained.epochs,
-        )
-        grid.finish({"t": result.t}, attrs, overwrite=overwrite)
-        status = (
-            "reused"
-            if trained.reused
-            else "trained"
-            + (
-                f" (resumed from epoch {trained.resumed_from_epoch})"
-                if trained.resumed_from_epoch
-                else ""
-            )
-        )
-    if not main:
-        return
-    arrays, _ = store.read_group(out, group)
-    flagged = warn_nonfinite(group, arrays, ("t",))
-    summary(
-        "connect",
-        {
-            "group": f"{out}:{group}",
-            "curve": str(curve_path),
-            "curve_status": status,
-            "order": config.order,
-            "eps": eps,
-            "nonfinite_points": flagged,
-            **barriers(arrays),
-        },
-        as_json,
+    inputs = curve_inputs(
+        ends, training, data_root=data_root, samples=samples, bn_samples=bn_samples, device=dev
     )
+    attack = attack_config(eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size)
+    job = Connect(attack, points=points, bn_inputs=bn_inputs, seed=seed)
+    job.check(inputs)
+    run = run_name(pair_label(start, end), name, order=training.order, eps=eps)
+    curve = Path(curve_out) if curve_out else Path(out).parent / f"{run}.curve.pt"
+    inputs, steps, rows = _curve_step(
+        job, inputs, run, curve, out=out, data_root=data_root, overwrite=overwrite, dry_run=dry_run
+    )
+    jobs = [(inputs, job, run, run)]
+    run_jobs(
+        "connect",
+        jobs,
+        out=out,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        as_json=as_json,
+        steps=steps,
+        rows=rows,
+    )
+
+
+def _curve_step(
+    job: Any,
+    inputs: Any,
+    run: str,
+    curve: Path,
+    *,
+    out: str,
+    data_root: str | None,
+    overwrite: bool,
+    dry_run: bool,
+) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The curve training before the evaluation: skipped when the evaluation is stored,
+    planned under --dry-run, else run (reusing or resuming `curve`). Returns the inputs
+    with the trained curve, the plans of this step and its summary rows."""
+    from .. import analysis as lib
+    from ..connect import train_curve, train_curve_plan
+
+    _, stored = lib.stored_state(job, inputs, out=out, name=run, overwrite=overwrite)
+    rows = {"curve": str(curve), "curve_status": "stored", "order": inputs.training.order}
+    if dry_run:
+        plan = train_curve_plan(
+            inputs, curve, data_root=data_root, overwrite=overwrite, needed=not stored
+        )
+        return inputs, [plan], rows
+    if stored:
+        return inputs, [], rows
+    epochs = inputs.training.epochs
+    with progress_bar(epochs, "curve") as bar:
+        task = bar.add_task("curve", total=epochs, info="train curve")
+        trained = train_curve(
+            inputs.ends,
+            inputs.training,
+            curve,
+            device=inputs.device,
+            data_root=data_root,
+            overwrite=overwrite,
+            progress=lambda done, total, s: bar.update(
+                task, completed=done, info=f"loss {s['loss']:.3f}"
+            ),
+        )
+    return inputs.with_curve(trained), [], {**rows, "curve_status": trained.status}

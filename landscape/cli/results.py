@@ -8,15 +8,7 @@ from typing import Any
 import click
 
 from ..util import BadInput, resolve_device
-from .common import (
-    EPS,
-    cli,
-    command_line,
-    common,
-    console,
-    progress_bar,
-    summary,
-)
+from .common import EPS, cli, common, console, run_jobs, summary
 
 
 @cli.command()
@@ -264,6 +256,7 @@ def figures(
 def toy_cmd(
     figure: str,
     out: str,
+    grid: int,
     eps_list: tuple[float, ...],
     overwrite: bool,
     device: str,
@@ -273,43 +266,12 @@ def toy_cmd(
     **opts: Any,
 ) -> None:
     """Theory figures from closed forms and scipy (Kanai Fig. 2, 4-5; Liu Fig. 5, Thm. 1) into /toy/FIGURE."""
-    import time
-
-    from ..store import find_complete, provenance, read_group, write_group
-    from ..toy import FIGURES, toy, toy_options
+    from ..toy import FIGURES, Toy
 
     dev = resolve_device(device)
-    names = FIGURES if figure == "all" else (figure,)
-    plans = [toy_options(f, eps=list(eps_list) or None, seed=seed, **opts) for f in names]
-    cached = [find_complete(out, f"/toy/{c['figure']}", c, overwrite=overwrite) for c in plans]
-    rows: dict[str, Any] = {"out": out}
-    with progress_bar(len(plans), "toy") as bar:
-        task = bar.add_task("toy", total=len(plans), info="")
-        for config, hit in zip(plans, cached):
-            group = f"/toy/{config['figure']}"
-            if not hit:
-                start = time.perf_counter()
-                res = toy(config["figure"], device=dev, **config)
-                attrs = provenance(
-                    command=command_line(),
-                    config=config,
-                    device=str(dev),
-                    seed=seed,
-                    elapsed_s=time.perf_counter() - start,
-                )
-                write_group(
-                    out,
-                    group,
-                    res.arrays(),
-                    {**attrs, **res.attrs()},
-                    dims=res.dims(),
-                    overwrite=overwrite,
-                )
-            stored = read_group(out, group)[1]
-            rows[group] = {
-                "cached": hit,
-                "elapsed_s": round(float(stored["elapsed_s"]), 2),
-                **({"threshold": float(stored["threshold"])} if "threshold" in stored else {}),
-            }
-            bar.advance(task)
-    summary(f"toy -> {out}", rows, as_json)
+    jobs = []
+    for name in FIGURES if figure == "all" else (figure,):
+        job = Toy(name, points=grid, eps=eps_list, seed=seed, device=dev, **opts)
+        job.check(None)
+        jobs.append((None, job, name, name))
+    run_jobs("toy", jobs, out=out, overwrite=overwrite, dry_run=False, as_json=as_json)
