@@ -211,18 +211,14 @@ def load_endpoints(
     end: str | Path,
     device: str | torch.device = "cpu",
     *,
-    arch: str | None = None,
-    width: int | None = None,
     dataset: str | None = None,
-    activation: str | None = None,
+    **foreign: Any,
 ) -> Endpoints:
     """Load both checkpoints; refuse a pair that differs in architecture, width, activation
-    or dataset (the options read foreign state_dicts, as in `load_checkpoint`)."""
+    or dataset (`foreign` are `load_checkpoint`'s options for foreign state_dicts)."""
     models, specs = [], []
     for path in (start, end):
-        model, spec = load_checkpoint(
-            path, device, arch=arch, width=width, dataset=dataset, activation=activation
-        )
+        model, spec = load_checkpoint(path, device, dataset=dataset, **foreign)
         models.append(model)
         specs.append(spec)
     for key in SPEC_KEYS:

@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy as copy_module
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class HessianResult:
     density_grid: np.ndarray
     density: np.ndarray
     nonfinite: bool = False
+    loss_scale_init: str = "spec"
 
 
 def check_options(
@@ -93,8 +95,8 @@ def check_options(
         or random_samples < 0
     ):
         raise BadInput(f"random samples {random_samples!r} must be an integer >= 0")
-    if random_samples > 0 and spec is None:
-        raise BadInput("the loss scale needs the model spec (spec=...) or random_samples=0")
+    if random_samples > 0 and loss_scale_init(spec) == "reset_parameters":
+        reinitialized(model, 0)  # refuse a model it cannot re-initialize before any work
     if method == "power" and distributed.world().distributed:
         raise BadInput("--method power (PyHessian) runs in one process; use lanczos under torchrun")
     names = select_params(model, params)
@@ -146,8 +148,37 @@ def _fixed_examples(
     return out
 
 
+def reinitialized(model: nn.Module, seed: int) -> nn.Module:
+    """A deep copy of `model` with every submodule's `reset_parameters()` run under torch
+    seed `seed` (BatchNorm's also resets its running statistics); BadInput naming the
+    parameters that no `reset_parameters` covers, whose trained values would stay."""
+    copy = copy_module(model)
+    reset: set[int] = set()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in copy.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+                reset.update(id(p) for p in module.parameters(recurse=False))
+    kept = [n for n, p in copy.named_parameters() if id(p) not in reset]
+    if kept:
+        raise BadInput(
+            f"the loss scale re-initializes the model through reset_parameters(), which no "
+            f"module of {', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''} has; "
+            "give the model's spec or random_samples=0 (--random-samples 0)"
+        )
+    return copy
+
+
+def loss_scale_init(spec: Mapping[str, Any] | None) -> str:
+    """How the loss scale re-initializes: `spec` (a fresh build of a landscape architecture)
+    or `reset_parameters` (a copy of a model without one, such as a user's `--model`)."""
+    return "spec" if spec is not None and spec.get("model") is None else "reset_parameters"
+
+
 def random_init_losses(
-    spec: Mapping[str, Any],
+    model: nn.Module,
+    spec: Mapping[str, Any] | None,
     X: Tensor,
     y: Tensor,
     cfg: AttackConfig,
@@ -159,15 +190,22 @@ def random_init_losses(
 ) -> np.ndarray:
     """L_eps at `count` fresh initializations (torch seeds 0..count-1), PGD at each (eval mode).
 
-    Under torchrun the initializations are dealt to ranks; every rank gets all losses.
+    An initialization is a fresh build of `spec`, or, without a landscape spec
+    (`loss_scale_init`), a copy of `model` re-initialized by `reinitialized`. Under
+    torchrun the initializations are dealt to ranks; every rank gets all losses.
     """
     losses = [math.nan] * count
+    from_spec = loss_scale_init(spec) == "spec"
 
     def work(r: int) -> float:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(r)
-            model = build_from_spec(spec, X.device).to(dtype).eval()
-        return float(evaluate(model, X, y, cfg, batch_size=batch_size, seed=seed).adv_loss)
+        if from_spec:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(r)
+                fresh = build_from_spec(spec, X.device)
+        else:
+            fresh = reinitialized(model, r)
+        fresh = fresh.to(dtype).eval()
+        return float(evaluate(fresh, X, y, cfg, batch_size=batch_size, seed=seed).adv_loss)
 
     def record(r: int, loss: float) -> None:
         losses[r] = loss
@@ -201,9 +239,9 @@ def hessian(
     The examples are attacked once at theta with PGD seeded by `seed` (eps 0: clean);
     `attack` (same eps; it sets the norm and steps) replaces the papers' defaults for the
     data family (from `spec`, else guessed from the channel count). `params` are name
-    globs (fnmatch) restricting the Hessian to a sub-block. `spec` (the checkpoint's) is
-    needed for the random initializations of the loss scale unless `random_samples` is
-    0. `method` and `tol` are those of `curvature.top_eigenpairs`. `trace` adds
+    globs (fnmatch) restricting the Hessian to a sub-block. The loss scale's random
+    initializations are fresh builds of `spec` (the checkpoint's), or without one
+    re-initialized copies of `model` (`reinitialized`); `loss_scale_init` says which. `method` and `tol` are those of `curvature.top_eigenpairs`. `trace` adds
     Hutchinson's estimate (100 probes), `density` an SLQ density (4 probes x 80 steps).
     """
     start = time.perf_counter()
@@ -240,7 +278,7 @@ def hessian(
     scale = math.nan
     if random_samples > 0:
         losses = random_init_losses(
-            spec, X, y, cfg, random_samples, batch_size=batch_size, seed=seed, dtype=op.dtype
+            model, spec, X, y, cfg, random_samples, batch_size=batch_size, seed=seed, dtype=op.dtype
         )
         scale = float(losses.mean())
     return HessianResult(
@@ -261,6 +299,7 @@ def hessian(
         density_grid=grid,
         density=dens,
         nonfinite=nonfinite,
+        loss_scale_init=loss_scale_init(spec),
     )
 
 
@@ -343,6 +382,7 @@ def store_hessian(
         "trace": result.trace,
         "trace_stderr": result.trace_stderr,
         "nonfinite": result.nonfinite,
+        "loss_scale_init": result.loss_scale_init,
     }
     if result.eigenvectors is not None:
         arrays["eigenvectors"] = result.eigenvectors
@@ -419,6 +459,7 @@ def load_hessian(path: str | Path, group: str) -> HessianResult:
         density_grid=arrays.get("density_grid", np.zeros(0)),
         density=arrays.get("density", np.zeros(0)),
         nonfinite=bool(attrs.get("nonfinite", False)),
+        loss_scale_init=str(attrs.get("loss_scale_init", "spec")),
     )
 
 

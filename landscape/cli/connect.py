@@ -146,9 +146,7 @@ def connect_(
     name: str | None,
     overwrite: bool,
     dry_run: bool,
-    arch: str | None,
-    width: int | None,
-    activation: str | None,
+    foreign: dict[str, Any],
     device: str,
     seed: int,
     as_json: bool,
@@ -175,9 +173,7 @@ def connect_(
     from ..data import dataset_info, load_dataset
 
     dev = distributed.init(device)
-    ends = load_endpoints(
-        start, end, dev, arch=arch, width=width, dataset=dataset, activation=activation
-    )
+    ends = load_endpoints(start, end, dev, dataset=dataset, **foreign)
     ds, family = ends.spec["dataset"], dataset_info(ends.spec["dataset"]).family
     config = CurveConfig(
         order=order or default_order(family),
