@@ -305,7 +305,7 @@ def _check_given(spec: Mapping[str, Any], given: Mapping[str, Any], path: Path) 
                 info.num_classes == spec["num_classes"]
             )
         elif key == "dataset":
-            agree = dataset_info(value).name == stored
+            agree = value == stored
         elif key == "normalize":
             agree = _same_normalization(spec, value)
             stored = spec.get("normalize", f"{spec.get('mean')}/{spec.get('std')}")
@@ -360,12 +360,14 @@ def load_checkpoint(
         load_state(net, obj["state_dict"], str(p))
         spec["train"] = obj.get("train", {})
     else:
-        if (arch is None and model is None) or dataset is None:
-            raise BadInput(
-                f"{p} is not a landscape checkpoint; give --arch (or --model) and --dataset "
-                "to load it as a state_dict"
-            )
         state = _foreign_state(obj, p)
+        if (arch is None and model is None) or dataset is None:
+            found = recognize(state)
+            fits = "" if found is None else f" (its keys fit {found.flags()})"
+            raise BadInput(
+                f"{p} is not a landscape checkpoint; give --arch and --dataset{fits}, or "
+                "--model and --dataset, to load it as a state_dict"
+            )
         if model is not None:
             spec = user_spec(model, model_kwargs or {}, dataset, normalize)
             net = build_from_spec(spec)

@@ -77,12 +77,14 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        mean_t = torch.as_tensor([float(m) for m in mean], dtype=torch.float32)
-        std_t = torch.as_tensor([float(s) for s in std], dtype=torch.float32)
-        if mean_t.numel() != std_t.numel():
-            raise BadInput(f"mean has {mean_t.numel()} values but std has {std_t.numel()}")
-        if not bool(torch.all(std_t > 0)) or not bool(torch.all(torch.isfinite(std_t))):
+        means, stds = [float(m) for m in mean], [float(s) for s in std]
+        if len(means) != len(stds):
+            raise BadInput(f"mean has {len(means)} values but std has {len(stds)}")
+        if not all(math.isfinite(s) and s > 0 for s in stds):
             raise BadInput(f"std {list(std)} must be finite and > 0 in every channel")
+        # Checked as Python floats, so that models also build on the meta device.
+        mean_t = torch.as_tensor(means, dtype=torch.float32)
+        std_t = torch.as_tensor(stds, dtype=torch.float32)
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", std_t.view(1, -1, 1, 1), persistent=False)
 

@@ -505,8 +505,18 @@ def grid_run(
     }
 
 
+def foreign_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """How a foreign checkpoint was read, as part of a run's config (so that reading the same
+    file otherwise is another run); nothing for a landscape checkpoint, fixed by its file."""
+    if not spec.get("foreign"):
+        return {}
+    keys = ("arch", "width", "activation", "model", "model_kwargs", "normalize")
+    return {"foreign_model": {k: spec.get(k) for k in keys}}
+
+
 def data_config(inputs: AnalysisInputs, split: str, attack: Any, seed: int) -> dict[str, Any]:
     return {
+        **foreign_config(inputs.spec),
         "checkpoint_sha256": inputs.checkpoint_sha256,
         "dataset": inputs.spec["dataset"],
         "split": split,

@@ -13,6 +13,7 @@ from .common import (
     cli,
     command_line,
     common,
+    foreign_config,
     foreign_options,
     lr_schedule_options,
     open_grid,
@@ -192,6 +193,7 @@ def connect_(
     group = f"/connect/{run}"
     settings = {
         **config.as_dict(),
+        **foreign_config(ends.spec),
         "start_sha256": ends.start_sha256,
         "end_sha256": ends.end_sha256,
         "points": points,

@@ -14,6 +14,7 @@ from .common import (
     analysis_options,
     cli,
     common,
+    foreign_config,
     progress_bar,
     run_name,
     summary,
@@ -139,6 +140,7 @@ def hessian_cmd(
             )
             config = {
                 "analysis": "hessian",
+                **foreign_config(inputs.spec),
                 "checkpoint_sha256": inputs.checkpoint_sha256,
                 "dataset": inputs.spec["dataset"],
                 "split": data["split"],
