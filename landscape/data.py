@@ -307,11 +307,12 @@ def _npz_pixels(path: Path, key: str, x: np.ndarray) -> tuple[torch.Tensor, floa
             "0-255",
         )
     elif x.dtype.kind == "f":
-        if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        if not np.isfinite(x).all():
+            raise BadInput(f"{path.name}: {key} holds NaN or inf, floats outside [0, 1]")
+        if x.min() < 0 or x.max() > 1:
             raise BadInput(
-                f"{path.name}: {key} holds floats outside [0, 1] (min {np.nanmin(x):g}, "
-                f"max {np.nanmax(x):g}, finite: {bool(np.isfinite(x).all())}); float pixels "
-                "must lie in [0, 1], integer ones in 0..255"
+                f"{path.name}: {key} holds floats outside [0, 1] (min {x.min():g}, max "
+                f"{x.max():g}); float pixels must lie in [0, 1], integer ones in 0..255"
             )
         pixels, scale, kind = (
             torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
@@ -344,9 +345,10 @@ def _npz(key: tuple[Path, int, int]) -> _NpzData:
     """Read and validate an .npz dataset (never unpickling)."""
     path = key[0]
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise BadInput(f"{path} is a single .npy array, not an .npz with x_train, y_train")
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise BadInput(f"{path} is a single .npy array, not an .npz with x_train, y_train")
+        with archive:
             arrays = {k: archive[k] for k in NPZ_KEYS if k in archive.files}
     except BadInput:
         raise

@@ -200,6 +200,11 @@ def import_factory(ref: str) -> Callable[..., Any]:
     return factory
 
 
+def forget_factories() -> None:
+    """Forget every named factory: a new command starts with none (the CLI's `main`)."""
+    _FACTORIES.clear()
+
+
 def registered_factory(ref: str) -> Callable[..., Any]:
     """The factory `ref` if the user named it in this process; BadInput otherwise (a file
     that names user code never gets it imported)."""
