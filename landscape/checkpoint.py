@@ -345,6 +345,10 @@ def load_checkpoint(
         import_factory(model)
     obj = read_checkpoint(p, map_location="cpu")
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        stored_model = obj["spec"].get("model") if isinstance(obj.get("spec"), Mapping) else None
+        if model is not None and stored_model != str(model).strip():
+            # Before building: a factory other than the saved one is never called.
+            raise BadInput(f"{p} was saved with model={stored_model!r}, not {model!r}")
         net = check_stored(obj, str(p))
         spec = dict(obj["spec"])
         given = {
