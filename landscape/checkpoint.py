@@ -20,6 +20,7 @@ from .foreign import (
     call_factory,
     default_normalize,
     import_factory,
+    named_factories,
     normalization,
     parse_normalize,
     recognize,
@@ -149,10 +150,15 @@ def build_stored(spec: Any, source: str, device: str | torch.device = "cpu") -> 
         ) from exc
 
 
-def check_stored(obj: Mapping[str, Any], source: str) -> nn.Module:
+def check_stored(obj: Mapping[str, Any], source: str) -> nn.Module | None:
     """The model of a checkpoint that carries our format mark (weights not loaded), after
-    checking its spec, state_dict and `train` entry; BadInput naming `source` otherwise."""
-    model = build_stored(obj.get("spec"), source)
+    checking its spec, state_dict and `train` entry; BadInput naming `source` otherwise.
+    A user model's spec is not built here unless its factory was named in this process
+    (None then: describing a file never imports the code it names)."""
+    spec = obj.get("spec")
+    user = isinstance(spec, Mapping) and spec.get("model") is not None
+    named = user and str(spec["model"]).strip() in named_factories()
+    model = None if user and not named else build_stored(spec, source)
     state = obj.get("state_dict")
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
         raise BadInput(f"{source} holds no state_dict of tensors; it was not written by landscape")
@@ -351,6 +357,8 @@ def load_checkpoint(
             raise BadInput(f"{p} was saved with model={stored_model!r}, not {model!r}")
         net = check_stored(obj, str(p))
         spec = dict(obj["spec"])
+        if net is None:
+            registered_factory(spec["model"])  # says: add --model
         given = {
             "arch": arch,
             "width": width,

@@ -27,8 +27,12 @@ from .util import BadInput
 
 __all__ = [
     "Recognized",
+    "call_factory",
     "default_normalize",
+    "forget_factories",
     "import_factory",
+    "named_factories",
+    "normalization",
     "parse_model_kwargs",
     "parse_normalize",
     "recognize",
@@ -203,6 +207,11 @@ def import_factory(ref: str) -> Callable[..., Any]:
 def forget_factories() -> None:
     """Forget every named factory: a new command starts with none (the CLI's `main`)."""
     _FACTORIES.clear()
+
+
+def named_factories() -> frozenset[str]:
+    """The --model references named in this process."""
+    return frozenset(_FACTORIES)
 
 
 def registered_factory(ref: str) -> Callable[..., Any]:

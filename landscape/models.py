@@ -37,6 +37,7 @@ __all__ = [
     "MaxPool2x2",
     "Normalize",
     "activation_module",
+    "arch_width",
     "build_model",
     "default_activation",
     "parse_arch",

@@ -101,7 +101,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ),
     (
         "model-spec-not-named",
-        ["info", "user.pt"],
+        ["eval", "user.pt", *DIGITS],
         "imported only when named: add --model net.py:make",
     ),
     (

@@ -243,9 +243,15 @@ def test_user_code_is_not_imported_unless_named(workspace, capsys, monkeypatch):
         spec,
     )
     before = imports(workspace)
-    code, _, err = run(["info", "own.pt"], capsys)
+    code, out, err = run(["info", "own.pt", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["spec"]["model"] == "net.py:make"
+    code, _, err = run(["hessian", "own.pt", "--top", "2"], capsys)
     assert code == 2 and "imported only when named: add --model net.py:make" in err
     assert imports(workspace) == before
+    code, out, err = run(["eval", "own.pt", "--model", "net.py:make", "--json"], capsys)
+    assert code == 0, err
+    assert imports(workspace) == before + 1
 
 
 def test_wrong_normalization_is_caught(tmp_path, capsys, monkeypatch):

@@ -105,7 +105,7 @@ def foreign_load_options(
         "width": width,
         "activation": activation,
         "model": model,
-        "model_kwargs": kwargs if model is not None else None,
+        "model_kwargs": kwargs if model_kwargs is not None else None,
         "normalize": normalize,
     }
 
