@@ -63,8 +63,10 @@ class Inputs:
             self.checkpoint_sha256 = state_sha256(self.model)
 
     def data_config(self) -> dict[str, Any]:
-        """What identifies the model and data of a run in its stored config."""
+        """What identifies the model and data of a run in its stored config; for a foreign
+        checkpoint also how it was read (so reading the same file otherwise is another run)."""
         return {
+            **foreign_reading(self.spec),
             "checkpoint_sha256": self.checkpoint_sha256,
             "dataset": self.dataset,
             "split": self.split,
@@ -84,6 +86,54 @@ class Inputs:
             seed=seed,
             elapsed_s=elapsed_s,
         )
+
+
+def foreign_reading(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """How a foreign checkpoint was read (--arch, --width, --model, --normalize, ...), as
+    part of a run's config; nothing for a landscape checkpoint, which its file fixes."""
+    if not spec or not spec.get("foreign"):
+        return {}
+    keys = ("arch", "width", "activation", "model", "model_kwargs", "normalize")
+    return {"foreign_model": {k: spec.get(k) for k in keys}}
+
+
+def load_inputs(
+    checkpoint: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dataset: str | None = None,
+    data_root: str | Path | None = None,
+    split: str = "train",
+    samples: int | None = None,
+    foreign: Mapping[str, Any] | None = None,
+) -> Inputs:
+    """The one loading helper: a checkpoint in eval mode and the first `samples` examples
+    of its dataset's `split`, as the `Inputs` of a run. `foreign` are `load_checkpoint`'s
+    options for a foreign state_dict or user model; a foreign model at chance accuracy
+    that the other normalization would fix is refused (`checkpoint.check_normalization`)."""
+    from .checkpoint import check_normalization, load_checkpoint, sha256_file
+    from .data import dataset_info, load_dataset
+    from .util import resolve_device
+
+    dev = resolve_device(device)
+    model, spec = load_checkpoint(checkpoint, dev, dataset=dataset, **dict(foreign or {}))
+    name = dataset or spec["dataset"]
+    X, y = load_dataset(name, split, data_root, dev)
+    if samples is not None:
+        X, y = X[:samples], y[:samples]
+    check_normalization(model, spec, X, y, str(checkpoint))
+    return Inputs(
+        model,
+        X,
+        y,
+        spec=spec,
+        family=dataset_info(name).family,
+        checkpoint=str(checkpoint),
+        checkpoint_sha256=sha256_file(checkpoint),
+        device=dev,
+        split=split,
+        dataset=name,
+    )
 
 
 def state_sha256(model: nn.Module) -> str:

@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed, store
-from .analysis import Analysis, Group, Inputs, PlanContext, Stored
+from .analysis import Analysis, Group, Inputs, PlanContext, Stored, foreign_reading
 from .attacks import AttackConfig, attack_config, evaluate, perturb
 from .checkpoint import build_from_spec, build_stored, load_checkpoint, read_checkpoint, sha256_file
 from .data import augment, batches, dataset_info, load_dataset
@@ -219,18 +219,14 @@ def load_endpoints(
     end: str | Path,
     device: str | torch.device = "cpu",
     *,
-    arch: str | None = None,
-    width: int | None = None,
     dataset: str | None = None,
-    activation: str | None = None,
+    **foreign: Any,
 ) -> Endpoints:
     """Load both checkpoints; refuse a pair that differs in architecture, width, activation
-    or dataset (the options read foreign state_dicts, as in `load_checkpoint`)."""
+    or dataset (`foreign` are `load_checkpoint`'s options for foreign state_dicts)."""
     models, specs = [], []
     for path in (start, end):
-        model, spec = load_checkpoint(
-            path, device, arch=arch, width=width, dataset=dataset, activation=activation
-        )
+        model, spec = load_checkpoint(path, device, dataset=dataset, **foreign)
         models.append(model)
         specs.append(spec)
     for key in SPEC_KEYS:
@@ -901,6 +897,7 @@ class CurveInputs(Inputs):
 
     def data_config(self) -> dict[str, Any]:
         return {
+            **foreign_reading(self.ends.spec),
             "curve": self.training.as_dict(),
             "start_sha256": self.ends.start_sha256,
             "end_sha256": self.ends.end_sha256,

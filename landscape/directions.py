@@ -138,16 +138,9 @@ def _load_params(
     path: str | Path, model: nn.Module, spec: Mapping, device: torch.device
 ) -> tuple[ParamDict, float]:
     """The parameters of another checkpoint of the same architecture, and its epoch."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, load_options
 
-    other, other_spec = load_checkpoint(
-        path,
-        device,
-        arch=spec.get("arch"),
-        width=spec.get("width"),
-        dataset=spec.get("dataset"),
-        activation=spec.get("activation"),
-    )
+    other, other_spec = load_checkpoint(path, device, **load_options(spec))
     params = named_params(other)
     _check_names(named_params(model), params, str(path))
     epoch = other_spec.get("train", {}).get("epoch")

@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy as copy_module
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -132,8 +133,8 @@ def check_options(
         or random_samples < 0
     ):
         raise BadInput(f"random samples {random_samples!r} must be an integer >= 0")
-    if random_samples > 0 and spec is None:
-        raise BadInput("the loss scale needs the model spec (spec=...) or random_samples=0")
+    if random_samples > 0 and loss_scale_init(spec) == "reset_parameters":
+        reinitialized(model, 0)  # refuse a model it cannot re-initialize before any work
     if method == "power" and distributed.world().distributed:
         raise BadInput("--method power (PyHessian) runs in one process; use lanczos under torchrun")
     names = select_params(model, params)
@@ -185,8 +186,37 @@ def _fixed_examples(
     return out
 
 
+def reinitialized(model: nn.Module, seed: int) -> nn.Module:
+    """A deep copy of `model` with every submodule's `reset_parameters()` run under torch
+    seed `seed` (BatchNorm's also resets its running statistics); BadInput naming the
+    parameters that no `reset_parameters` covers, whose trained values would stay."""
+    copy = copy_module(model)
+    reset: set[int] = set()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in copy.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+                reset.update(id(p) for p in module.parameters(recurse=False))
+    kept = [n for n, p in copy.named_parameters() if id(p) not in reset]
+    if kept:
+        raise BadInput(
+            f"the loss scale re-initializes the model through reset_parameters(), which no "
+            f"module of {', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''} has; "
+            "give the model's spec or random_samples=0 (--random-samples 0)"
+        )
+    return copy
+
+
+def loss_scale_init(spec: Mapping[str, Any] | None) -> str:
+    """How the loss scale re-initializes: `spec` (a fresh build of a landscape architecture)
+    or `reset_parameters` (a copy of a model without one, such as a user's `--model`)."""
+    return "spec" if spec is not None and spec.get("model") is None else "reset_parameters"
+
+
 def random_init_losses(
-    spec: Mapping[str, Any],
+    model: nn.Module,
+    spec: Mapping[str, Any] | None,
     X: Tensor,
     y: Tensor,
     cfg: AttackConfig,
@@ -198,15 +228,22 @@ def random_init_losses(
 ) -> np.ndarray:
     """L_eps at `count` fresh initializations (torch seeds 0..count-1), PGD at each (eval mode).
 
-    Under torchrun the initializations are dealt to ranks; every rank gets all losses.
+    An initialization is a fresh build of `spec`, or, without a landscape spec
+    (`loss_scale_init`), a copy of `model` re-initialized by `reinitialized`. Under
+    torchrun the initializations are dealt to ranks; every rank gets all losses.
     """
     losses = [math.nan] * count
+    from_spec = loss_scale_init(spec) == "spec"
 
     def work(r: int) -> float:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(r)
-            model = build_from_spec(spec, X.device).to(dtype).eval()
-        return float(evaluate(model, X, y, cfg, batch_size=batch_size, seed=seed).adv_loss)
+        if from_spec:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(r)
+                fresh = build_from_spec(spec, X.device)
+        else:
+            fresh = reinitialized(model, r)
+        fresh = fresh.to(dtype).eval()
+        return float(evaluate(fresh, X, y, cfg, batch_size=batch_size, seed=seed).adv_loss)
 
     def record(r: int, loss: float) -> None:
         losses[r] = loss
@@ -301,6 +338,7 @@ class Hessian(Analysis):
         scale = LossScale(np.zeros(0), math.nan, "none")
         if self.random_samples > 0:
             losses = random_init_losses(
+                model,
                 inputs.spec,
                 X,
                 y,
@@ -310,7 +348,7 @@ class Hessian(Analysis):
                 seed=self.seed,
                 dtype=op.dtype,
             )
-            scale = LossScale(losses, float(losses.mean()), "spec")
+            scale = LossScale(losses, float(losses.mean()), loss_scale_init(inputs.spec))
         return HessianResult(
             matrix=self.matrix,
             loss=loss,

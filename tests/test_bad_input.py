@@ -93,7 +93,11 @@ CASES: list[tuple[str, list[str], str]] = [
         ["eval", "bare.pt", "--arch", "lenet", "--width", "2", "--dataset", "digits"],
         "shape mismatches",
     ),
-    ("eval-foreign-state-dict-no-arch", ["eval", "bare.pt"], "give --arch, --width and --dataset"),
+    (
+        "eval-foreign-state-dict-no-arch",
+        ["eval", "bare.pt"],
+        "give --arch and --dataset (its keys fit --arch lenet --width 1 --normalize dataset)",
+    ),
     ("eval-other-dataset", ["eval", "final.pt", "--dataset", "cifar10"], "saved with dataset"),
     ("eval-t-outside-curve", ["eval", "final.pt", "--t", "1.5"], "1.5"),
     ("eval-t-on-a-checkpoint", ["eval", "final.pt", "--t", "0.5"], "is not a landscape curve file"),

@@ -11,6 +11,7 @@ import traceback
 import click
 
 from .. import distributed
+from ..foreign import forget_factories
 from ..util import BadInput, tune_cpu_allocator
 from . import connect, grids, hessian, results, training  # noqa: F401  (registers the commands)
 from .common import cli
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     tune_cpu_allocator()
     debug = "--debug" in args
+    forget_factories()  # user code named by an earlier command in this process is not named
     try:
         cli.main(args=args, prog_name="landscape", standalone_mode=False)
         distributed.shutdown(wait=True)

@@ -3,6 +3,7 @@ summaries, progress bars, and the cached, resumable run of one grid analysis."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -74,19 +75,90 @@ def common(fn: Callable) -> Callable:
     return fn
 
 
+FOREIGN_KEYS = ("arch", "width", "activation", "model", "model_kwargs", "normalize")
+
+
+def foreign_load_options(
+    arch: str | None,
+    width: int | None,
+    activation: str | None,
+    model: str | None,
+    model_kwargs: str | None,
+    normalize: str | None,
+) -> dict[str, Any]:
+    """The options of `foreign_options`, checked, as keyword arguments of `load_checkpoint`.
+    A named `--model` is imported here: the user asked for it."""
+    from ..foreign import import_factory, parse_model_kwargs, parse_normalize
+
+    kwargs = parse_model_kwargs(model_kwargs)
+    if model_kwargs is not None and model is None:
+        raise BadInput("--model-kwargs needs --model")
+    if model is not None and (arch is not None or width is not None):
+        raise BadInput("--model builds the network itself; drop --arch and --width")
+    if normalize is not None:
+        parse_normalize(normalize)
+    if model is not None:
+        import_factory(model)
+    return {
+        "arch": arch,
+        "width": width,
+        "activation": activation,
+        "model": model,
+        "model_kwargs": kwargs if model_kwargs is not None else None,
+        "normalize": normalize,
+    }
+
+
 def foreign_options(fn: Callable) -> Callable:
-    """How to read a checkpoint that is a bare state_dict."""
-    fn = click.option(
-        "--activation", default=None, help="Activation of a foreign state_dict (default relu)."
-    )(fn)
-    fn = click.option(
-        "--width",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Width factor (for foreign state_dicts).",
-    )(fn)
-    fn = click.option("--arch", default=None, help="Architecture (for foreign state_dicts).")(fn)
-    return fn
+    """How to read a checkpoint that is a bare state_dict: --arch, --width, --activation,
+    --model, --model-kwargs, --normalize, handed to the command as one `foreign` dict of
+    `load_checkpoint` keyword arguments."""
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        kwargs["foreign"] = foreign_load_options(**{k: kwargs.pop(k) for k in FOREIGN_KEYS})
+        return fn(*args, **kwargs)
+
+    for option in reversed(
+        [
+            click.option(
+                "--arch",
+                default=None,
+                help="Architecture of a foreign state_dict (lenet, resnet18, preact-resnet18, "
+                "wrn-34-10, dm-wrn-28-10, ...; see `landscape info FILE`).",
+            ),
+            click.option(
+                "--width",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Width factor of a foreign state_dict (default: read off its shapes).",
+            ),
+            click.option(
+                "--activation",
+                default=None,
+                help="Activation of a foreign state_dict (default relu; dm-wrn: swish).",
+            ),
+            click.option(
+                "--model",
+                default=None,
+                help="Your network: MODULE:FACTORY or path/to/file.py:FACTORY, returning an "
+                "nn.Module (imports and runs that code).",
+            ),
+            click.option(
+                "--model-kwargs",
+                default=None,
+                help="Keyword arguments of --model's factory, like depth=28,widen=10.",
+            ),
+            click.option(
+                "--normalize",
+                default=None,
+                help="Input normalization in front of a foreign model: dataset, none or "
+                "MEAN/STD (default: none for wrn/dm-wrn/preact and --model, else dataset).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
 def lr_schedule_options(fn: Callable) -> Callable:
@@ -164,8 +236,9 @@ def command_line() -> str:
     return " ".join(["landscape", *sys.argv[1:]])
 
 
-# The options of `analysis_options` (and `foreign_options`) that `analysis_inputs` takes.
-DATA_OPTIONS = ("dataset", "data_root", "split", "samples", "arch", "width", "activation")
+# The options of `analysis_options` (and the `foreign` dict of `foreign_options`) that
+# `analysis_inputs` takes.
+DATA_OPTIONS = ("dataset", "data_root", "split", "samples", "foreign")
 
 
 def analysis_options(fn: Callable) -> Callable:
@@ -239,36 +312,31 @@ def analysis_inputs(
     data_root: str | None,
     split: str,
     samples: int | None,
-    arch: str | None = None,
-    width: int | None = None,
-    activation: str | None = None,
+    foreign: dict[str, Any] | None = None,
 ) -> Any:
-    """Load a checkpoint (eval mode) and the first `samples` examples of its dataset's split,
-    as the `analysis.Inputs` of a run."""
-    from ..analysis import Inputs
-    from ..checkpoint import load_checkpoint, sha256_file
-    from ..data import dataset_info, load_dataset
+    """`analysis.load_inputs` for a command, which also says how an .npz dataset was read."""
+    from ..analysis import load_inputs
 
     dev = distributed.init(device)
-    model, spec = load_checkpoint(
-        checkpoint, dev, arch=arch, width=width, dataset=dataset, activation=activation
-    )
-    name = dataset or spec["dataset"]
-    X, y = load_dataset(name, split, data_root, dev)
-    if samples is not None:
-        X, y = X[:samples], y[:samples]
-    return Inputs(
-        model,
-        X,
-        y,
-        spec=spec,
-        family=dataset_info(name).family,
-        checkpoint=checkpoint,
-        checkpoint_sha256=sha256_file(checkpoint),
+    inputs = load_inputs(
+        checkpoint,
         device=dev,
+        dataset=dataset,
+        data_root=data_root,
         split=split,
-        dataset=name,
+        samples=samples,
+        foreign=foreign,
     )
+    state_data(inputs.dataset)
+    return inputs
+
+
+def state_data(name: str) -> None:
+    """One line on stderr saying how an .npz dataset was read (layout, scale, classes)."""
+    from ..data import dataset_info, is_npz
+
+    if is_npz(name) and distributed.world().is_main:
+        console.print(f"Data: {dataset_info(name).note}", markup=False, highlight=False)
 
 
 def run_name(checkpoint: str, name: str | None, **key_options: Any) -> str:

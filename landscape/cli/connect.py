@@ -143,9 +143,7 @@ def connect_(
     name: str | None,
     overwrite: bool,
     dry_run: bool,
-    arch: str | None,
-    width: int | None,
-    activation: str | None,
+    foreign: dict[str, Any],
     device: str,
     seed: int,
     as_json: bool,
@@ -165,9 +163,7 @@ def connect_(
     from ..data import dataset_info
 
     dev = distributed.init(device)
-    ends = load_endpoints(
-        start, end, dev, arch=arch, width=width, dataset=dataset, activation=activation
-    )
+    ends = load_endpoints(start, end, dev, dataset=dataset, **foreign)
     family = dataset_info(ends.spec["dataset"]).family
     training = CurveConfig(
         order=order or default_order(family),

@@ -15,11 +15,13 @@ from .common import EPS, cli, common, console, run_jobs, summary
 @click.argument("file", type=click.Path())
 @common
 def info(file: str, device: str, seed: int, as_json: bool, debug: bool) -> None:
-    """Describe a checkpoint (spec, training config, metrics, sha256) or list a results file."""
+    """Describe a checkpoint (spec, training config, metrics, sha256), a foreign state_dict
+    (its architecture and the flags that load it), an .npz dataset, or list a results file."""
     import h5py
 
     from .. import store
     from ..checkpoint import FORMAT, check_stored, read_checkpoint, sha256_file
+    from ..data import dataset_info, is_npz
 
     path = Path(file)
     if not path.is_file():
@@ -32,9 +34,25 @@ def info(file: str, device: str, seed: int, as_json: bool, debug: bool) -> None:
         }
         summary(f"{path} ({len(groups)} groups)", rows, as_json)
         return
+    if is_npz(path):
+        data = dataset_info(str(path))
+        summary(
+            str(path),
+            {
+                "read as": data.note,
+                "input shape": list(data.input_shape),
+                "classes": data.num_classes,
+                "mean": [round(m, 4) for m in data.mean],
+                "std": [round(s, 4) for s in data.std],
+                "use with": f"--dataset {path}",
+            },
+            as_json,
+        )
+        return
     obj = read_checkpoint(path)
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
-        raise BadInput(f"{path} is neither a landscape checkpoint nor a landscape results file")
+        summary(str(path), _foreign_info(path, obj), as_json)
+        return
     check_stored(obj, str(path))
     train_meta = obj.get("train", {})
     summary(
@@ -50,6 +68,55 @@ def info(file: str, device: str, seed: int, as_json: bool, debug: bool) -> None:
         },
         as_json,
     )
+
+
+def _foreign_info(path: Path, obj: Any) -> dict[str, Any]:
+    """What a file that is not ours holds: the architecture its state_dict's keys and
+    shapes fit, checked by loading it, with the flags that load it; or its first keys."""
+    from ..checkpoint import _foreign_state, load_checkpoint, sha256_file
+    from ..data import matching_datasets
+    from ..foreign import recognize
+    from ..models import parse_arch
+
+    try:
+        state = _foreign_state(obj, path)
+    except BadInput:
+        raise BadInput(
+            f"{path} is neither a landscape checkpoint, a state_dict nor a landscape results file"
+        ) from None
+    rows: dict[str, Any] = {
+        "format": f"foreign state_dict ({len(state)} tensors, "
+        f"{sum(t.numel() for t in state.values() if t.is_floating_point()):,} numbers)",
+        "sha256": sha256_file(path),
+    }
+    found = recognize(state)
+    if found is None:
+        rows["architecture"] = "none known: load it with --model FILE.py:FACTORY"
+        rows["first keys"] = [f"{k} {tuple(state[k].shape)}" for k in list(state)[:8]]
+        return rows
+    parsed = parse_arch(found.arch)
+    fitting = []
+    for name in matching_datasets(found.in_channels, found.num_classes, found.input_size):
+        try:
+            load_checkpoint(path, arch=found.arch, width=found.width, dataset=name)
+        except BadInput:
+            continue
+        fitting.append(name)
+    rows.update(
+        {
+            "architecture": found.arch,
+            "naming": found.convention,
+            "depth": parsed.depth,
+            "width": parsed.width if parsed.width is not None else found.width,
+            "classes": found.num_classes,
+            "input channels": found.in_channels,
+            "datasets it fits": fitting or "none of the named ones: use a file.npz",
+            "load with": f"{found.flags()} --dataset {fitting[0] if fitting else 'FILE.npz'}",
+        }
+    )
+    if found.alternatives:
+        rows["same keys, other forward"] = ", ".join(f"--arch {a}" for a in found.alternatives)
+    return rows
 
 
 @cli.command()

@@ -17,6 +17,7 @@ from .common import (
     foreign_options,
     lr_schedule_options,
     progress_bar,
+    state_data,
     summary,
 )
 
@@ -26,7 +27,7 @@ from .common import (
     "--dataset",
     default="digits",
     show_default=True,
-    help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn.",
+    help="digits, mnist, mnist5k, fashion-mnist, cifar10, cifar100, svhn, or a file.npz.",
 )
 @click.option(
     "--data-root",
@@ -35,7 +36,11 @@ from .common import (
     help="Folder holding the dataset files.",
 )
 @click.option(
-    "--arch", default="lenet", show_default=True, help="linear, mlp, lenet, vgg, resnet18."
+    "--arch",
+    default="lenet",
+    show_default=True,
+    help="linear, mlp, lenet, vgg, resnet18, preact-resnet18[-v2][-bn], wrn-D-K (wrn-34-10), "
+    "dm-wrn-D-K.",
 )
 @click.option(
     "--width",
@@ -44,7 +49,9 @@ from .common import (
     help="Width factor w of Table 2 (default per arch).",
 )
 @click.option(
-    "--activation", default="relu", show_default=True, help="relu, elu, softplus, tanh, swish."
+    "--activation",
+    default=None,
+    help="relu, elu, softplus, tanh, swish (default relu; dm-wrn: swish).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
@@ -204,13 +211,16 @@ def train(
     **opts: Any,
 ) -> None:
     """PGD adversarial training (eps 0: vanilla), with checkpoints and a per-batch trace."""
+    from ..models import default_activation
     from ..train import TrainConfig
     from ..train import train as run_training
 
+    opts["activation"] = opts["activation"] or default_activation(opts["arch"])
     config = TrainConfig(
         seed=seed, augment=not no_augment, save_epochs=tuple(int(e) for e in save_epochs), **opts
     )
     dev = distributed.init(device)
+    state_data(config.dataset)
     if dry_run:
         from ..dryrun import train_plan
 
@@ -292,9 +302,7 @@ def eval_(
     samples: int | None,
     batch_size: int,
     t: float | None,
-    arch: str | None,
-    width: int | None,
-    activation: str | None,
+    foreign: dict[str, Any],
     device: str,
     seed: int,
     as_json: bool,
@@ -303,7 +311,7 @@ def eval_(
     """Clean and robust error of one model, or of several as a snapshot ensemble; of the point
     B(t) of a curve file (from `landscape connect`) with --t, its BN statistics re-estimated."""
     from ..attacks import attack_config, evaluate
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import check_normalization, load_checkpoint
     from ..connect import is_curve, point_model
     from ..data import dataset_info, load_dataset
 
@@ -315,9 +323,7 @@ def eval_(
                 path, t, dev, data_root=data_root, dataset=dataset, batch_size=batch_size
             )
         else:
-            model, spec = load_checkpoint(
-                path, dev, arch=arch, width=width, dataset=dataset, activation=activation
-            )
+            model, spec = load_checkpoint(path, dev, dataset=dataset, **foreign)
         models.append(model)
         specs.append(spec)
     names = {s["dataset"] for s in specs}
@@ -339,6 +345,9 @@ def eval_(
     X, y = load_dataset(ds, split, data_root, dev)
     if samples is not None:
         X, y = X[:samples], y[:samples]
+    for path, model, spec in zip(checkpoints, models, specs):
+        check_normalization(model, spec, X, y, path)
+    state_data(ds)
     ev = evaluate(models, X, y, cfg, batch_size=batch_size, seed=seed)
     summary(
         "eval",
