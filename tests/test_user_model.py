@@ -137,12 +137,12 @@ def test_hessian_on_a_user_module_needs_no_spec():
     X, y = load_dataset("digits")
     X, y = X[:64], y[:64]
     res = ls.hessian(model, X, y, top=3, random_samples=3)
-    assert res.loss_scale_init == "reset_parameters"
-    assert np.all(np.abs(res.random_losses - math.log(10)) < 0.5)
+    assert res.loss_scale.init == "reset_parameters"
+    assert np.all(np.abs(res.loss_scale.random_losses - math.log(10)) < 0.5)
     # Each random loss is that of a copy re-initialized under its seed.
     fresh = reinitialized(model, 1)
     loss = F.cross_entropy(fresh(X), y).item()
-    assert res.random_losses[1] == pytest.approx(loss, rel=1e-5)
+    assert res.loss_scale.random_losses[1] == pytest.approx(loss, rel=1e-5)
     assert not torch.equal(fresh[1].weight, model[1].weight)
     assert torch.equal(reinitialized(model, 1)[1].weight, fresh[1].weight)
     # The eigenvalues are the dense Hessian's (in float64).
@@ -157,7 +157,7 @@ def test_hessian_on_a_user_module_needs_no_spec():
     flat = torch.cat([p.detach().flatten() for p in params.values()])
     dense = torch.autograd.functional.hessian(loss_of, flat)
     top = torch.linalg.eigvalsh(dense).flip(0)[:3].numpy()
-    np.testing.assert_allclose(res.eigenvalues, top, rtol=1e-4)
+    np.testing.assert_allclose(res.eigenpairs.eigenvalues, top, rtol=1e-4)
 
 
 def test_a_parameter_no_reset_parameters_covers_is_refused():
@@ -173,7 +173,9 @@ def test_a_parameter_no_reset_parameters_covers_is_refused():
     X, y = load_dataset("digits")
     with pytest.raises(BadInput, match="temperature"):
         ls.hessian(Scaled(), X[:8], y[:8], top=2, random_samples=2)
-    assert ls.hessian(Scaled(), X[:8], y[:8], top=2, random_samples=0).eigenvalues.shape == (2,)
+    assert ls.hessian(
+        Scaled(), X[:8], y[:8], top=2, random_samples=0
+    ).eigenpairs.eigenvalues.shape == (2,)
 
 
 @pytest.mark.slow
