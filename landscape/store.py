@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from . import distributed
+from ._version import __version__
 from .util import BadInput, atomic_path, file_lock
 
 FORMAT = "landscape-results"
@@ -44,8 +45,6 @@ PROVENANCE_KEYS = (
 
 
 def version() -> str:
-    from . import __version__
-
     return __version__
 
 
