@@ -39,7 +39,27 @@ _EXPORTS = {
 # `from landscape.hessian import ...`, which always reaches the module.
 _SHADOWED = frozenset(name for name, module in _EXPORTS.items() if name == module)
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [  # the names of _EXPORTS (tests/test_cli.py checks they agree)
+    "BadInput",
+    "Ensemble",
+    "TrainConfig",
+    "__version__",
+    "attack_config",
+    "build_model",
+    "connect",
+    "cosine",
+    "evaluate",
+    "fgsm",
+    "hessian",
+    "load_checkpoint",
+    "load_dataset",
+    "pgd",
+    "save_checkpoint",
+    "smoothness",
+    "surface",
+    "toy",
+    "train",
+]
 
 if TYPE_CHECKING:
     from .attacks import Ensemble, attack_config, evaluate, fgsm, pgd

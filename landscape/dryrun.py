@@ -497,9 +497,15 @@ def smoothness_plan(
 
     # The checks `smoothness.smoothness` makes before computing.
     if not norms or any(n not in NORMS for n in norms):
-        raise BadInput(f"--norms {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}")
+        raise BadInput(
+            f"{{arg}} {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}",
+            argument="norms",
+        )
     if attack.eps == 0 and any(n != "clean" for n in norms):
-        raise BadInput("--norms linf/l2 need --eps > 0; with eps 0 only the clean profile exists")
+        raise BadInput(
+            "{arg} linf/l2 need {arg:eps} > 0; with eps 0 only the clean profile exists",
+            argument="norms",
+        )
     tally = _Tally()
     n = int(X.shape[0])
     k = count or (4 if dirs == "random" else 1)

@@ -96,7 +96,10 @@ def check_options(
     if random_samples > 0 and spec is None:
         raise BadInput("the loss scale needs the model spec (spec=...) or random_samples=0")
     if method == "power" and distributed.world().distributed:
-        raise BadInput("--method power (PyHessian) runs in one process; use lanczos under torchrun")
+        raise BadInput(
+            "{arg} power (PyHessian) runs in one process; use lanczos under torchrun",
+            argument="method",
+        )
     names = select_params(model, params)
     dims = dict(model.named_parameters())
     check_top(top, sum(dims[n].numel() for n in names))
@@ -431,7 +434,8 @@ def load_eigenvectors(path: str | Path, group: str) -> list[dict[str, Tensor]]:
     result = load_hessian(path, group)
     if result.eigenvectors is None:
         raise BadInput(
-            f"{path}:{_group(group)} holds no eigenvectors; rerun `landscape hessian` with --save-vectors"
+            f"{path}:{_group(group)} holds no eigenvectors; compute the run again with "
+            "save_vectors=True (`landscape hessian --save-vectors`)"
         )
     if result.nonfinite:
         raise BadInput(

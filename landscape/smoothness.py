@@ -51,7 +51,9 @@ Progress = Callable[[int, int], None]
 def matched_l2_eps(eps: float, d: int, rule: str = "volume") -> float:
     """The L2 budget matched to an L-inf budget `eps` in `d` input dimensions (module docstring)."""
     if rule not in MATCH:
-        raise BadInput(f"--l2-match {rule!r} is not valid; use one of {', '.join(MATCH)}")
+        raise BadInput(
+            f"{{arg}} {rule!r} is not valid; use one of {', '.join(MATCH)}", argument="rule"
+        )
     if rule == "same":
         return float(eps)
     if rule == "sqrt-d":
@@ -153,9 +155,15 @@ def smoothness(
     norms = tuple(norms) if norms is not None else (NORMS if eps > 0 else ("clean",))
     bad = [n for n in norms if n not in NORMS]
     if bad or not norms:
-        raise BadInput(f"--norms {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}")
+        raise BadInput(
+            f"{{arg}} {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}",
+            argument="norms",
+        )
     if eps == 0 and any(n != "clean" for n in norms):
-        raise BadInput("--norms linf/l2 need --eps > 0; with eps 0 only the clean profile exists")
+        raise BadInput(
+            "{arg} linf/l2 need {arg:eps} > 0; with eps 0 only the clean profile exists",
+            argument="norms",
+        )
     radii = np.asarray(radius, dtype=float)
     if radii.ndim != 1 or radii.size == 0 or not np.all(np.isfinite(radii)) or np.any(radii <= 0):
         raise BadInput("the radii must be a non-empty list of finite numbers > 0")
@@ -174,7 +182,10 @@ def smoothness(
 
     if isinstance(directions, str):
         if directions not in DIRECTION_KINDS:
-            raise BadInput(f"--dirs {directions!r} is not valid; use {', '.join(DIRECTION_KINDS)}")
+            raise BadInput(
+                f"{{arg}} {directions!r} is not valid; use {', '.join(DIRECTION_KINDS)}",
+                argument="directions",
+            )
         n = count or (4 if directions == "random" else 1)
         directions = make_directions(
             directions,

@@ -417,22 +417,24 @@ def toy_options(
     if figure not in FIGURES:
         raise BadInput(f"unknown toy figure {figure!r}; choose from {', '.join(FIGURES)} or all")
     if int(grid) < 3:
-        raise BadInput(f"--grid {grid} is too small; use at least 3 points per axis")
+        raise BadInput(
+            f"{{arg}} {grid} is too small; use at least 3 points per axis", argument="grid"
+        )
     budgets = [] if eps is None else [eps] if isinstance(eps, (int, float, str)) else list(eps)
     budgets = [parse_eps(e) for e in budgets]
     options: dict[str, object] = {"figure": figure, "seed": int(seed)}
     if figure.startswith("kanai"):
         if len(budgets) > 1:
-            raise BadInput(f"{figure} takes one --eps, got {len(budgets)}")
+            raise BadInput(f"{figure} takes one {{arg}}, got {len(budgets)}", argument="eps")
         if not (math.isfinite(gamma) and gamma > 0):
-            raise BadInput(f"--gamma {gamma} must be a finite number > 0")
+            raise BadInput(f"{{arg}} {gamma} must be a finite number > 0", argument="gamma")
         options.update(grid=int(grid), eps=budgets[0] if budgets else KANAI_EPS, gamma=float(gamma))
         if figure == "kanai-fig2":
             cfg = swish_pgd_config(options["eps"], steps=pgd_steps, step_size=pgd_step_size)
             options.update(pgd_steps=cfg.steps, pgd_step_size=cfg.step_size)
         else:
             if int(samples) < 1:
-                raise BadInput(f"--samples {samples} must be >= 1")
+                raise BadInput(f"{{arg}} {samples} must be >= 1", argument="samples")
             options["samples"] = int(samples)
         return options
     if figure == "liu-fig5":
@@ -442,7 +444,7 @@ def toy_options(
     if norm not in NORMS:
         raise BadInput(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
     if int(train_steps) < 1:
-        raise BadInput(f"--train-steps {train_steps} must be >= 1")
+        raise BadInput(f"{{arg}} {train_steps} must be >= 1", argument="train_steps")
     if not budgets:
         threshold = collapse_threshold(*thm1_data(seed), norm)
         budgets = [f * threshold for f in THM1_FRACTIONS]

@@ -3,30 +3,33 @@ summaries, progress bars, and the cached, resumable run of one grid analysis."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from .. import distributed
+from .._version import __version__
 from ..util import BadInput, parse_eps
 
-console = Console(stderr=True)
+# Nothing heavy at import time: `landscape --help` must answer at once, so torch, numpy,
+# rich and landscape's analyses are imported inside the commands and helpers that use them.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+
+@functools.cache
+def stderr_console() -> Console:
+    """The console of progress bars and logs (stderr), made on first use."""
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 class EpsType(click.ParamType):
@@ -134,6 +137,11 @@ def lr_schedule_options(fn: Callable) -> Callable:
 
 def summary(title: str, rows: dict[str, Any], as_json: bool) -> None:
     """A two-column table on stderr, or JSON on stdout with --json (rank 0 only under torchrun)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import distributed
+
     if not distributed.world().is_main:
         return
     if as_json:
@@ -148,6 +156,18 @@ def summary(title: str, rows: dict[str, Any], as_json: bool) -> None:
 
 
 def progress_bar(total: int, label: str) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from .. import distributed
+
+    console = stderr_console()
     return Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
@@ -269,6 +289,7 @@ def analysis_inputs(
     activation: str | None = None,
 ) -> AnalysisInputs:
     """Load a checkpoint (eval mode) and the first `samples` examples of its dataset's split."""
+    from .. import distributed
     from ..checkpoint import load_checkpoint, sha256_file
     from ..data import dataset_info, load_dataset
 
@@ -301,9 +322,12 @@ def run_name(checkpoint: str, name: str | None, **key_options: Any) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="adv-landscape")
+@click.version_option(version=__version__)
 def cli() -> None:
     """Loss landscapes of adversarial training: train, analyse, plot."""
+    from ..util import tune_cpu_allocator
+
+    tune_cpu_allocator()  # a command is about to run (help and usage errors never get here)
 
 
 def grid_progress(bar: Progress, task: Any) -> Callable[[int, int], None]:
@@ -364,6 +388,7 @@ def open_grid(
     Under torchrun rank 0 alone opens the results file and the sidecar (its BadInput
     reaches every rank); the other ranks compute into an in-memory grid.
     """
+    from .. import distributed
     from ..store import Grid
 
     grids: list[Any] = []
@@ -393,6 +418,7 @@ def grid_run(
     """Cache check, resumable grid, progress, provenance and the atomic write of one run."""
     import time
 
+    from .. import distributed
     from ..store import read_group
 
     group = f"/{analysis}/{run}"

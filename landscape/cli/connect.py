@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from .. import distributed
 from .common import (
     EPS,
     cli,
@@ -158,7 +157,7 @@ def connect_(
     """Train a Bezier curve joining two checkpoints and evaluate it and the straight line along t."""
     import time
 
-    from .. import store
+    from .. import distributed, store
     from ..attacks import attack_config
     from ..checkpoint import sha256_file
     from ..connect import (

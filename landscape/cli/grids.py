@@ -176,7 +176,7 @@ def surface_cmd(
     if yrange is not None and dim == 1:
         raise BadInput("--yrange needs --dim 2")
     xs = parse_range(xrange)
-    ys = parse_range(yrange or xrange, "--yrange") if dim == 2 else None
+    ys = parse_range(yrange or xrange, "yrange") if dim == 2 else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
     shape = (len(xs),) if ys is None else (len(xs), len(ys))
     options = {
@@ -465,7 +465,7 @@ def smoothness_cmd(
     from ..smoothness import fields_for, smoothness
     from ..surface import parse_range
 
-    rs = parse_range(radii, "--radii", log=True)
+    rs = parse_range(radii, "radii", log=True)
     chosen = tuple(n.strip() for n in norms.split(",") if n.strip()) if norms is not None else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
 

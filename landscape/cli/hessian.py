@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from .. import distributed
 from ..util import BadInput
 from .common import (
     analysis_inputs,
@@ -113,6 +112,7 @@ def hessian_cmd(
     """Top Hessian eigenvalues of the adversarial loss, raw and loss-scale normalized (Liu et al. 4.2)."""
     import time
 
+    from .. import distributed
     from ..attacks import attack_config
     from ..hessian import check_options, hessian, load_hessian, store_hessian
     from ..store import find_complete

@@ -13,8 +13,8 @@ from .common import (
     cli,
     command_line,
     common,
-    console,
     progress_bar,
+    stderr_console,
     summary,
 )
 
@@ -146,7 +146,7 @@ def figures(
         out=out,
         device=str(resolve_device(device)),
         data_root=data_root,
-        log=lambda line: console.print(line, markup=False, highlight=False),
+        log=lambda line: stderr_console().print(line, markup=False, highlight=False),
     )
     summary(
         "figures", {o.name: f"{len(o.files)} files, {o.seconds:.0f} s" for o in outcomes}, as_json
