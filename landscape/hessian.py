@@ -332,7 +332,7 @@ def store_hessian(
         "eigenvalues": ["index"],
         "eigenvalues_normalized": ["index"],
         "residuals": ["index"],
-        "random_losses": [None],
+        "random_losses": ["random_sample"],
     }
     meta: dict[str, Any] = {
         **attrs,
@@ -349,12 +349,12 @@ def store_hessian(
     }
     if result.eigenvectors is not None:
         arrays["eigenvectors"] = result.eigenvectors
-        dims["eigenvectors"] = ["index", None]
+        dims["eigenvectors"] = ["index", "parameter"]
     if result.density.size:
         arrays["density_grid"] = result.density_grid
         arrays["density"] = result.density
-        dims["density_grid"] = [None]
-        dims["density"] = [None]
+        dims["density_grid"] = ["density_grid"]  # the coordinate of `density`
+        dims["density"] = ["density_grid"]
     return write_group(path, _group(group), arrays, meta, dims=dims, overwrite=overwrite)
 
 

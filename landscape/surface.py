@@ -119,9 +119,12 @@ class Surface:
     def dims(self) -> dict[str, tuple[str | None, ...]]:
         axes = tuple(self.coords())
         out: dict[str, tuple[str | None, ...]] = {n: axes for n in (*self.fields(), *MASKS)}
-        for n in self.extras():
-            out[n] = (None, None)
-        return out
+        extras = {
+            "explained_variance_ratio": ("direction",),
+            "trajectory": ("checkpoint", "direction"),
+            "trajectory_epoch": ("checkpoint",),
+        }
+        return {**out, **{n: extras[n] for n in self.extras()}}
 
     def arrays(self) -> dict[str, np.ndarray]:
         masks = {m: getattr(self, m) for m in MASKS}

@@ -74,6 +74,9 @@ THM1_CIRCLE = 72  # directions sampling the L2 circle, every 5 degrees: eps* wit
 CHUNK = 1 << 20  # (theta, x) pairs per batched PGD call
 
 
+DATA_DIMS = {"inputs": ("sample", "feature"), "labels": ("sample",)}  # a figure's data set
+
+
 class _Record:
     """Arrays map one-to-one to datasets, the other fields to attributes (absent ones skipped)."""
 
@@ -114,8 +117,7 @@ class Surfaces(_Record):
     y_label: str = "θ₂"
 
     def dims(self) -> dict[str, tuple[str | None, ...]]:
-        data = {"inputs": (None, None), "labels": (None,)}
-        return {n: data.get(n, ("x", "y")) for n in self.arrays() if n not in ("x", "y")}
+        return {n: DATA_DIMS.get(n, ("x", "y")) for n in self.arrays() if n not in ("x", "y")}
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class Band(_Record):
     x_label: str = "θ"
 
     def dims(self) -> dict[str, tuple[str | None, ...]]:
-        return {"clean": ("x",), "eps": (None,), "adv": (None, "x"), "lower": (None, "x")}
+        return {"clean": ("x",), "eps": ("eps",), "adv": ("eps", "x"), "lower": ("eps", "x")}
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,7 @@ class Collapse(_Record):
         return {
             **{n: ("x",) for n in curves},
             "weight_norm_trace": ("x", "step"),
-            "inputs": (None, None),
-            "labels": (None,),
+            **DATA_DIMS,
         }
 
 
