@@ -297,7 +297,7 @@ class CurveConfig:
 
     def validate(self, spec: Mapping[str, Any]) -> None:
         if isinstance(self.order, bool) or not isinstance(self.order, int) or self.order < 1:
-            raise BadInput(f"--order must be an integer >= 1, got {self.order!r}")
+            raise BadInput(f"{{arg}} must be an integer >= 1, got {self.order!r}", argument="order")
         if self.optimizer not in OPTIMIZERS:
             raise BadInput(
                 f"unknown optimizer {self.optimizer!r} for a curve; choose one of {', '.join(OPTIMIZERS)}"
@@ -483,7 +483,8 @@ def stored_curve(
         if not overwrite:
             raise BadInput(
                 f"{out} holds a curve with another config or other endpoints; use another "
-                f"--curve-out or --overwrite"
+                "{arg} or {arg:overwrite}",
+                argument="curve_out",
             )
     if not resume.exists():
         return None, None
@@ -493,7 +494,8 @@ def stored_curve(
     if not overwrite:
         raise BadInput(
             f"{resume} holds an unfinished curve with another config or other "
-            f"endpoints; use another --curve-out or --overwrite"
+            "endpoints; use another {arg} or {arg:overwrite}",
+            argument="curve_out",
         )
     return None, None
 
@@ -719,7 +721,7 @@ def point_buffers(
     if bn_inputs == "clean" or not clean:
         return clean
     if attack is None or attack.eps == 0:
-        raise BadInput("--bn-inputs adv needs an attack with eps > 0")
+        raise BadInput("{arg} adv needs an attack with eps > 0", argument="bn_inputs")
     gen = make_generator(seed, X.device)
 
     def adversarial(xb: Tensor, yb: Tensor) -> Tensor:
@@ -731,11 +733,16 @@ def point_buffers(
 def check_evaluation(points: int, bn_inputs: str, attack: AttackConfig) -> None:
     """BadInput for evaluation options that cannot work, before anything is computed."""
     if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-        raise BadInput(f"--points must be an integer >= 2 (t = 0 and t = 1), got {points!r}")
+        raise BadInput(
+            f"{{arg}} must be an integer >= 2 (t = 0 and t = 1), got {points!r}", argument="points"
+        )
     if bn_inputs not in BN_INPUTS:
-        raise BadInput(f"unknown --bn-inputs {bn_inputs!r}; choose one of {', '.join(BN_INPUTS)}")
+        raise BadInput(
+            f"unknown {{arg}} {bn_inputs!r}; choose one of {', '.join(BN_INPUTS)}",
+            argument="bn_inputs",
+        )
     if bn_inputs == "adv" and attack.eps == 0:
-        raise BadInput("--bn-inputs adv needs --eps > 0")
+        raise BadInput("{arg} adv needs {arg:eps} > 0", argument="bn_inputs")
 
 
 def pair_label(start: str | Path, end: str | Path) -> str:
@@ -1065,9 +1072,11 @@ def point_model(
     t on the clean training split; and a spec whose `train` entry is the curve's training
     metadata (so its eps and norm are the defaults of `landscape eval`)."""
     if t is None:
-        raise BadInput(f"{path} is a curve; choose a point on it with --t in [0, 1]")
+        raise BadInput(
+            f"{path} is a curve; choose a point on it with {{arg}} in [0, 1]", argument="t"
+        )
     if not 0.0 <= t <= 1.0:
-        raise BadInput(f"--t {t} lies outside the curve; choose t in [0, 1]")
+        raise BadInput(f"{{arg}} {t} lies outside the curve; choose t in [0, 1]", argument="t")
     curve, obj = load_curve(path, device)
     spec = dict(obj["spec"])
     if dataset is not None and dataset != spec["dataset"]:

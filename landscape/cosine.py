@@ -83,7 +83,7 @@ class CosineResult:
 def check_grid(alpha: Sequence[float] | np.ndarray, repeats: int) -> np.ndarray:
     """The grid of a as an array; BadInput for an empty or non-finite grid or no repeats."""
     if repeats < 1:
-        raise BadInput(f"--repeats {repeats} must be >= 1")
+        raise BadInput(f"{{arg}} {repeats} must be >= 1", argument="repeats")
     alphas = np.asarray(alpha, dtype=float)
     if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)):
         raise BadInput("the alpha grid must be a non-empty list of finite numbers")

@@ -83,7 +83,9 @@ def filter_normalize(
 ) -> ParamDict:
     """Li et al.'s filter normalization of `direction` against `params` (see module docstring)."""
     if bias_bn not in BIAS_BN:
-        raise BadInput(f"--bias-bn {bias_bn!r} is not valid; use one of {', '.join(BIAS_BN)}")
+        raise BadInput(
+            f"{{arg}} {bias_bn!r} is not valid; use one of {', '.join(BIAS_BN)}", argument="bias_bn"
+        )
     out: ParamDict = {}
     for name, d in direction.items():
         w = params[name]
@@ -180,12 +182,15 @@ def trajectory_directions(
     """
     root = Path(folder)
     if not root.is_dir():
-        raise BadInput(f"--trajectory {root} is not a folder of training checkpoints")
+        raise BadInput(
+            f"{{arg}} {root} is not a folder of training checkpoints", argument="trajectory"
+        )
     paths = sorted({p for pattern in TRAJECTORY_GLOBS for p in root.glob(pattern)})
     if len(paths) < k + 1:
         raise BadInput(
-            f"--trajectory {root} holds {len(paths)} checkpoints (init.pt, epoch_*.pt, period_*.pt, "
-            f"final.pt); PCA of {k} directions needs at least {k + 1}"
+            f"{{arg}} {root} holds {len(paths)} checkpoints (init.pt, epoch_*.pt, period_*.pt, "
+            f"final.pt); PCA of {k} directions needs at least {k + 1}",
+            argument="trajectory",
         )
     base = named_params(model)
     names = list(base)
@@ -263,7 +268,7 @@ def split_group(source: str, default_file: str | Path | None = None) -> tuple[st
         path, group = text.split(":/", 1)
         return path, "/" + group
     if default_file is None:
-        raise BadInput(f"--hessian-group {text!r} must be FILE:/hessian/<run>")
+        raise BadInput(f"{{arg}} {text!r} must be FILE:/hessian/<run>", argument="hessian_group")
     return str(default_file), "/" + text.strip("/")
 
 
@@ -299,25 +304,32 @@ def load_directions(
     `other`; `pca` a `trajectory` folder; both need the model's `spec`.
     """
     if kind not in KINDS:
-        raise BadInput(f"--dirs {kind!r} is not valid; use one of {', '.join(KINDS)}")
+        raise BadInput(
+            f"{{arg}} {kind!r} is not valid; use one of {', '.join(KINDS)}", argument="kind"
+        )
     traj = None
     if kind == "eigen" and hessian_group is not None:
         vectors = stored_eigen_directions(model, hessian_group, results_file)
         if len(vectors) < count:
             raise BadInput(
-                f"--hessian-group {hessian_group} holds {len(vectors)} eigenvectors; {count} needed"
+                f"{{arg}} {hessian_group} holds {len(vectors)} eigenvectors; {count} needed",
+                argument="hessian_group",
             )
         vectors = vectors[:count]
     elif kind == "interp":
         if len(other) != count or spec is None:
             raise BadInput(
-                f"--dirs interp in {count}D needs {count} --other checkpoint(s), got {len(other)}"
+                f"{{arg:kind}} interp in {count}D needs {count} {{arg}} checkpoint(s), got {len(other)}",
+                argument="other",
             )
         device = next(iter(named_params(model).values())).device
         vectors = [interpolation_direction(model, spec, p, device) for p in other]
     elif kind == "pca":
         if trajectory is None or spec is None:
-            raise BadInput("--dirs pca needs --trajectory DIR, a folder of training checkpoints")
+            raise BadInput(
+                "{arg:kind} pca needs {arg} DIR, a folder of training checkpoints",
+                argument="trajectory",
+            )
         traj = trajectory_directions(model, spec, trajectory, count)
         vectors = traj.directions
     else:
@@ -347,9 +359,15 @@ def compute_directions(
     """
     if kind not in KINDS or kind in FILE_KINDS:
         computed = [k for k in KINDS if k not in FILE_KINDS]
-        raise BadInput(f"--dirs {kind!r} is not computed here; use one of {', '.join(computed)}")
+        raise BadInput(
+            f"{{arg}} {kind!r} is read from files (load_directions), not computed; "
+            f"computed kinds: {', '.join(computed)}",
+            argument="kind",
+        )
     if bias_bn not in BIAS_BN:
-        raise BadInput(f"--bias-bn {bias_bn!r} is not valid; use one of {', '.join(BIAS_BN)}")
+        raise BadInput(
+            f"{{arg}} {bias_bn!r} is not valid; use one of {', '.join(BIAS_BN)}", argument="bias_bn"
+        )
     base = named_params(model)
     device = next(iter(base.values())).device
     if kind in ("filter", "random"):
@@ -360,7 +378,9 @@ def compute_directions(
             vectors = [random_direction(base, gen) for _ in range(count)]
     else:
         if X is None or y is None:
-            raise BadInput("eigen directions need data (X, y) or a stored --hessian-group")
+            raise BadInput(
+                "eigen directions need data (X, y) or a stored {arg}", argument="hessian_group"
+            )
         from .hessian import eigen_directions
 
         eps = 0.0 if attack is None else attack.eps
@@ -389,7 +409,9 @@ def make_directions(
 ) -> Directions:
     """`count` directions of one kind: read (`load_directions`) or computed (`compute_directions`)."""
     if bias_bn not in BIAS_BN:
-        raise BadInput(f"--bias-bn {bias_bn!r} is not valid; use one of {', '.join(BIAS_BN)}")
+        raise BadInput(
+            f"{{arg}} {bias_bn!r} is not valid; use one of {', '.join(BIAS_BN)}", argument="bias_bn"
+        )
     loaded = load_directions(
         kind,
         model,

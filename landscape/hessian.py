@@ -136,7 +136,10 @@ def check_options(
     if random_samples > 0 and loss_scale_init(spec) == "reset_parameters":
         reinitialized(model, 0)  # refuse a model it cannot re-initialize before any work
     if method == "power" and distributed.world().distributed:
-        raise BadInput("--method power (PyHessian) runs in one process; use lanczos under torchrun")
+        raise BadInput(
+            "{arg} power (PyHessian) runs in one process; use lanczos under torchrun",
+            argument="method",
+        )
     names = select_params(model, params)
     dims = dict(model.named_parameters())
     check_top(top, sum(dims[n].numel() for n in names))
@@ -421,7 +424,7 @@ class Hessian(Analysis):
             "eigenvalues": ["index"],
             "eigenvalues_normalized": ["index"],
             "residuals": ["index"],
-            "random_losses": [None],
+            "random_losses": ["random_sample"],
         }
         trace = result.trace or TraceEstimate(math.nan, math.nan, 0)
         attrs: dict[str, Any] = {
@@ -441,12 +444,12 @@ class Hessian(Analysis):
         }
         if pairs.eigenvectors is not None:
             arrays["eigenvectors"] = pairs.eigenvectors
-            dims["eigenvectors"] = ["index", None]
+            dims["eigenvectors"] = ["index", "parameter"]
         if result.density is not None:
             arrays["density_grid"] = result.density.grid
             arrays["density"] = result.density.density
-            dims["density_grid"] = [None]
-            dims["density"] = [None]
+            dims["density_grid"] = ["density_grid"]  # the coordinate of `density`
+            dims["density"] = ["density_grid"]
         return Group(arrays, dims, attrs)
 
     def from_group(
@@ -672,7 +675,8 @@ def load_eigenvectors(path: str | Path, group: str) -> list[dict[str, Tensor]]:
     vectors = result.eigenpairs.eigenvectors
     if vectors is None:
         raise BadInput(
-            f"{path}:{_group(group)} holds no eigenvectors; rerun `landscape hessian` with --save-vectors"
+            f"{path}:{_group(group)} holds no eigenvectors; compute the run again with "
+            "save_vectors=True (`landscape hessian --save-vectors`)"
         )
     if result.nonfinite:
         raise BadInput(

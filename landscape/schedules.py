@@ -105,13 +105,17 @@ class LrSchedule:
         if self.kind == "exponential":
             if self.decay_window is None or self.lr_final is None:
                 raise BadInput(
-                    "the exponential LR schedule needs --lr-decay-epochs A,B and --lr-final"
+                    "the exponential LR schedule needs {arg} A,B and {arg:lr_final}",
+                    argument="lr_decay_epochs",
                 )
             a, b = self.decay_window
             if not b > a:
-                raise BadInput(f"--lr-decay-epochs {a},{b}: the end must come after the start")
+                raise BadInput(
+                    f"{{arg}} {a},{b}: the end must come after the start",
+                    argument="lr_decay_epochs",
+                )
             if not self.lr_final > 0:
-                raise BadInput(f"--lr-final must be > 0, got {self.lr_final}")
+                raise BadInput(f"{{arg}} must be > 0, got {self.lr_final}", argument="lr_final")
         if list(self.milestones) != sorted(self.milestones):
             raise BadInput(f"LR milestones {list(self.milestones)} must be increasing")
 

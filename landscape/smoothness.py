@@ -54,7 +54,9 @@ Progress = Callable[[int, int], None]
 def matched_l2_eps(eps: float, d: int, rule: str = "volume") -> float:
     """The L2 budget matched to an L-inf budget `eps` in `d` input dimensions (module docstring)."""
     if rule not in MATCH:
-        raise BadInput(f"--l2-match {rule!r} is not valid; use one of {', '.join(MATCH)}")
+        raise BadInput(
+            f"{{arg}} {rule!r} is not valid; use one of {', '.join(MATCH)}", argument="rule"
+        )
     if rule == "same":
         return float(eps)
     if rule == "sqrt-d":
@@ -90,9 +92,15 @@ def check_norms(norms: Sequence[str] | None, eps: float) -> tuple[str, ...]:
     """The profiled norms: as given, or clean, linf and l2 (clean only at eps 0)."""
     norms = tuple(norms) if norms is not None else (NORMS if eps > 0 else ("clean",))
     if not norms or any(n not in NORMS for n in norms):
-        raise BadInput(f"--norms {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}")
+        raise BadInput(
+            f"{{arg}} {','.join(norms)!r} is not valid; choose from {', '.join(NORMS)}",
+            argument="norms",
+        )
     if eps == 0 and any(n != "clean" for n in norms):
-        raise BadInput("--norms linf/l2 need --eps > 0; with eps 0 only the clean profile exists")
+        raise BadInput(
+            "{arg} linf/l2 need {arg:eps} > 0; with eps 0 only the clean profile exists",
+            argument="norms",
+        )
     return norms
 
 
@@ -180,7 +188,10 @@ def smoothness(
 
     if isinstance(directions, str):
         if directions not in DIRECTION_KINDS:
-            raise BadInput(f"--dirs {directions!r} is not valid; use {', '.join(DIRECTION_KINDS)}")
+            raise BadInput(
+                f"{{arg}} {directions!r} is not valid; use {', '.join(DIRECTION_KINDS)}",
+                argument="directions",
+            )
         n = count or (4 if directions == "random" else 1)
         directions = compute_directions(
             directions, model, n, X=X, y=y, seed=seed, attack=attacks.get("linf")
@@ -261,7 +272,10 @@ class Smoothness(Analysis):
     def check(self, inputs: Inputs) -> None:
         self.profiled()
         if self.dirs not in DIRECTION_KINDS:
-            raise BadInput(f"--dirs {self.dirs!r} is not valid; use {', '.join(DIRECTION_KINDS)}")
+            raise BadInput(
+                f"{{arg}} {self.dirs!r} is not valid; use {', '.join(DIRECTION_KINDS)}",
+                argument="dirs",
+            )
         matched_l2_eps(self.attack.eps, 1, self.l2_match)
 
     def shape(self, inputs: Inputs) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from . import distributed
+from ._version import __version__
 from .util import BadInput, atomic_path, file_lock
 
 FORMAT = "landscape-results"
@@ -44,8 +45,6 @@ PROVENANCE_KEYS = (
 
 
 def version() -> str:
-    from . import __version__
-
     return __version__
 
 
@@ -132,37 +131,89 @@ def open_results(path: str | Path, hint: str = "") -> h5py.File:
     return f
 
 
+# netCDF-4's mark for a dimension that has no coordinate variable; h5netcdf and netCDF
+# readers (xarray) take a scale whose NAME holds it as a bare dimension, not as data.
+BARE_DIMENSION = b"This is a netCDF dimension but not a netCDF variable."
+
+
+def is_bare_dimension(ds: h5py.Dataset) -> bool:
+    """A dataset that only names a dimension (`_write_arrays`): no data, not a result."""
+    try:
+        name = ds.attrs.get("NAME", b"")
+        mark = name.encode() if isinstance(name, str) else bytes(name)
+        return bool(h5py.h5ds.is_scale(ds.id)) and BARE_DIMENSION in mark
+    except (OSError, TypeError, ValueError):  # an attribute of a foreign or hostile file
+        return False
+
+
+def _dimension_names(
+    arrays: Mapping[str, np.ndarray], dims: Mapping[str, Sequence[str | None]] | None
+) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    """(the coordinates, each other array's dimension names), so that every axis is named.
+
+    A 1-D array is a coordinate when SCALE_NAMES or another array's `dims` names it, unless
+    `dims` puts it along another dimension (trace: `epoch` and `lr` run along `step`). An
+    axis takes the name `dims` gives it; without a `dims` entry, the one coordinate of its
+    length; else `<array>_dim<axis>`.
+    """
+    dims = dims or {}
+    named = {d for wanted in dims.values() for d in wanted if d is not None}
+    coords = [
+        n
+        for n, a in arrays.items()
+        if a.ndim == 1 and (n in SCALE_NAMES or n in named) and tuple(dims.get(n, (n,))) == (n,)
+    ]
+    axes: dict[str, tuple[str, ...]] = {}
+    for name, arr in arrays.items():
+        if name in coords:
+            continue
+        wanted = dims.get(name)
+        names = []
+        for axis, size in enumerate(arr.shape):
+            dim = wanted[axis] if wanted is not None and axis < len(wanted) else None
+            if dim is None and wanted is None:
+                fits = [c for c in coords if arrays[c].shape[0] == size]
+                dim = fits[0] if len(fits) == 1 else None
+            names.append(dim or f"{name}_dim{axis}")
+        axes[name] = tuple(names)
+    return coords, axes
+
+
 def _write_arrays(
     group: h5py.Group,
     arrays: Mapping[str, Any],
     dims: Mapping[str, Sequence[str | None]] | None,
 ) -> None:
-    """Datasets plus dimension scales: names in SCALE_NAMES become scales and are
-    attached to the axes that `dims` names, or to any axis whose length is unique."""
-    for name, value in arrays.items():
-        arr = np.asarray(value)
+    """Datasets with every axis on a named dimension scale, as netCDF-4 lays them out, so
+    `xarray.open_dataset(file, group=..., engine="h5netcdf")` reads each group with its
+    dimensions and coordinates (`_dimension_names` says which). A dimension without a
+    coordinate is a bare scale (`BARE_DIMENSION`), which no landscape reader returns."""
+    values = {name: np.asarray(value) for name, value in arrays.items()}
+    for name, arr in values.items():
         if arr.dtype.kind == "U":
             group.create_dataset(name, data=arr.astype(h5py.string_dtype()))
         else:
             group.create_dataset(name, data=arr)
-    scales = {n: group[n] for n in arrays if n in SCALE_NAMES and group[n].ndim == 1}
+    coords, axes = _dimension_names(values, dims)
+    scales = {n: group[n] for n in coords}
     for n, ds in scales.items():
         ds.make_scale(n)
-    for name in arrays:
-        if name in scales:
-            continue
-        ds = group[name]
-        wanted = (dims or {}).get(name)
-        for axis in range(ds.ndim):
-            scale_name = None
-            if wanted is not None:
-                scale_name = wanted[axis] if axis < len(wanted) else None
-            else:
-                fits = [n for n, s in scales.items() if s.shape[0] == ds.shape[axis]]
-                scale_name = fits[0] if len(fits) == 1 else None
-            if scale_name is not None and scale_name in scales:
-                ds.dims[axis].attach_scale(scales[scale_name])
-                ds.dims[axis].label = scale_name
+    for name, names in axes.items():
+        for axis, dim in enumerate(names):
+            size = values[name].shape[axis]
+            if dim not in scales:
+                if dim in group:
+                    raise ValueError(f"{group.name}: dimension {dim!r} is the name of an array")
+                bare = group.create_dataset(dim, shape=(size,), dtype="f4")  # never written
+                bare.make_scale(BARE_DIMENSION + f"{size:10d}".encode())
+                scales[dim] = bare
+            if scales[dim].shape[0] != size:
+                raise ValueError(
+                    f"{group.name}: {name!r} axis {axis} has {size} points, dimension {dim!r} "
+                    f"{scales[dim].shape[0]}"
+                )
+            group[name].dims[axis].attach_scale(scales[dim])
+            group[name].dims[axis].label = dim
 
 
 def _set_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
@@ -266,7 +317,11 @@ def read_group(
             raise BadInput(
                 f"{path}:{group}: dataset {odd[0]!r} has type {g[odd[0]].dtype}, which landscape never writes"
             )
-        arrays = {k: v[()] for k, v in g.items() if isinstance(v, h5py.Dataset)}
+        arrays = {
+            k: v[()]
+            for k, v in g.items()
+            if isinstance(v, h5py.Dataset) and not is_bare_dimension(v)
+        }
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
     check_arrays(f"{path}:{group}", arrays, needs or {})
     return arrays, attrs
@@ -529,14 +584,15 @@ class Grid:
         overwrite: bool = False,
     ) -> str:
         """Store coordinates, fields, the `done` and `nonfinite` masks and `extra` arrays as one
-        complete group."""
+        complete group. The masks lie along the fields' dimensions unless `dims` names theirs."""
         arrays: dict[str, Any] = dict(coords)
         arrays.update(self.arrays)
         arrays["done"] = self.done
         arrays["nonfinite"] = self.nonfinite
         arrays.update(extra or {})
-        if dims is not None and "done" in dims and "nonfinite" not in dims:
-            dims = {**dims, "nonfinite": dims["done"]}
+        grid_dims = next((dims[f] for f in (*MASKS, *self.arrays) if dims and f in dims), None)
+        if grid_dims is not None:
+            dims = {**{m: grid_dims for m in MASKS}, **(dims or {})}
         group = write_group(self.path, self.group, arrays, attrs, dims=dims, overwrite=overwrite)
         if self.sidecar.exists():
             self.sidecar.unlink()

@@ -50,33 +50,39 @@ ADV_FIELDS = ("adv_loss", "adv_error")
 Progress = Callable[[int, int], None]
 
 
-def parse_range(text: str, option: str = "--range", *, log: bool = False) -> np.ndarray:
+def parse_range(text: str, argument: str = "range", *, log: bool = False) -> np.ndarray:
     """`a:b:n` -> n points from a to b inclusive (np.linspace; n = 1 gives a).
 
     a < b and n >= 1 are required; `log` spaces the points geometrically and needs a > 0.
+    `argument` is the caller's name for `text`, which errors name.
     """
     parts = str(text).split(":")
     example = "1e-3:1:7" if log else "-1:1:21"
     if len(parts) != 3:
-        raise BadInput(f"{option} {text!r} must be a:b:n, like {example}")
+        raise BadInput(f"{{arg}} {text!r} must be a:b:n, like {example}", argument=argument)
     try:
         a, b = float(parts[0]), float(parts[1])
         n = int(parts[2])
     except ValueError as exc:
         raise BadInput(
-            f"{option} {text!r} must be two numbers and an integer count, like {example}"
+            f"{{arg}} {text!r} must be two numbers and an integer count, like {example}",
+            argument=argument,
         ) from exc
     if not (math.isfinite(a) and math.isfinite(b)):
-        raise BadInput(f"{option} {text!r} must have finite ends")
+        raise BadInput(f"{{arg}} {text!r} must have finite ends", argument=argument)
     if n < 1:
-        raise BadInput(f"{option} {text!r} asks for {n} points; the count must be >= 1")
+        raise BadInput(
+            f"{{arg}} {text!r} asks for {n} points; the count must be >= 1", argument=argument
+        )
     if a == b:
-        raise BadInput(f"{option} {text!r} has zero length; give a < b")
+        raise BadInput(f"{{arg}} {text!r} has zero length; give a < b", argument=argument)
     if a > b:
-        raise BadInput(f"{option} {text!r} is inverted; give a < b, like {example}")
+        raise BadInput(
+            f"{{arg}} {text!r} is inverted; give a < b, like {example}", argument=argument
+        )
     if log:
         if a <= 0:
-            raise BadInput(f"{option} {text!r} is log-spaced and needs a > 0")
+            raise BadInput(f"{{arg}} {text!r} is log-spaced and needs a > 0", argument=argument)
         return np.geomspace(a, b, n)
     return np.linspace(a, b, n)
 
@@ -116,9 +122,12 @@ class SurfaceResult:
     def dims(self) -> dict[str, tuple[str | None, ...]]:
         axes = tuple(self.coords())
         out: dict[str, tuple[str | None, ...]] = {n: axes for n in (*self.fields(), *MASKS)}
-        for n in self.extras():
-            out[n] = (None, None)
-        return out
+        extras = {
+            "explained_variance_ratio": ("direction",),
+            "trajectory": ("checkpoint", "direction"),
+            "trajectory_epoch": ("checkpoint",),
+        }
+        return {**out, **{n: extras[n] for n in self.extras()}}
 
     def arrays(self) -> dict[str, np.ndarray]:
         masks = {m: getattr(self, m) for m in MASKS}
@@ -254,11 +263,13 @@ def surface(
     already done there are skipped and new ones are recorded in it (resumable runs).
     """
     if dim not in (1, 2):
-        raise BadInput(f"--dim {dim} is not valid; use 1 or 2")
+        raise BadInput(f"{{arg}} {dim} is not valid; use 1 or 2", argument="dim")
     if bn not in BN_MODES:
-        raise BadInput(f"--bn {bn!r} is not valid; use one of {', '.join(BN_MODES)}")
-    xs = _coords(xrange)
-    ys = _coords(yrange if yrange is not None else xrange) if dim == 2 else None
+        raise BadInput(
+            f"{{arg}} {bn!r} is not valid; use one of {', '.join(BN_MODES)}", argument="bn"
+        )
+    xs = _coords(xrange, "xrange")
+    ys = _coords(yrange if yrange is not None else xrange, "yrange") if dim == 2 else None
     family = family or ("mnist-like" if X.shape[1] == 1 else "cifar-like")
     attack = (
         attack_config(eps, family=family, norm=norm, steps=steps, step_size=step_size)
@@ -334,16 +345,17 @@ def surface(
     )
 
 
-def _coords(spec: str | tuple[float, float, int] | Sequence[float]) -> np.ndarray:
+def _coords(spec: str | tuple[float, float, int] | Sequence[float], argument: str) -> np.ndarray:
     """`"a:b:n"` or a tuple (a, b, n) is a range; a list or array holds the coordinates."""
     if isinstance(spec, str):
-        return parse_range(spec)
+        return parse_range(spec, argument)
     if isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[2], int):
-        return parse_range(f"{spec[0]}:{spec[1]}:{spec[2]}")
+        return parse_range(f"{spec[0]}:{spec[1]}:{spec[2]}", argument)
     arr = np.asarray(spec, dtype=float)
     if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
         raise BadInput(
-            f"grid coordinates {spec!r} must be a:b:n or a non-empty list of finite numbers"
+            f"{{arg}} {spec!r} must be a:b:n or a non-empty list of finite numbers",
+            argument=argument,
         )
     return arr
 
@@ -377,11 +389,17 @@ class Surface(Analysis):
 
     def check(self, inputs: Inputs) -> None:
         if self.dim not in (1, 2):
-            raise BadInput(f"--dim {self.dim} is not valid; use 1 or 2")
+            raise BadInput(f"{{arg}} {self.dim} is not valid; use 1 or 2", argument="dim")
         if self.bn not in BN_MODES:
-            raise BadInput(f"--bn {self.bn!r} is not valid; use one of {', '.join(BN_MODES)}")
+            raise BadInput(
+                f"{{arg}} {self.bn!r} is not valid; use one of {', '.join(BN_MODES)}", argument="bn"
+            )
         if self.directions is None and self.dirs in FILE_KINDS:
-            raise BadInput(f"--dirs {self.dirs} directions are read by the caller; pass them")
+            raise BadInput(
+                f"{{arg}} {self.dirs} directions are read from files by the caller "
+                "(directions.load_directions); pass them as `directions`",
+                argument="dirs",
+            )
 
     def shape(self, inputs: Inputs) -> tuple[int, ...]:
         ys = self.yrange if self.yrange is not None else self.xrange

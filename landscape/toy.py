@@ -76,6 +76,9 @@ THM1_CIRCLE = 72  # directions sampling the L2 circle, every 5 degrees: eps* wit
 CHUNK = 1 << 20  # (theta, x) pairs per batched PGD call
 
 
+DATA_DIMS = {"inputs": ("sample", "feature"), "labels": ("sample",)}  # a figure's data set
+
+
 class _Record:
     """Arrays map one-to-one to datasets, the other fields to attributes (absent ones skipped)."""
 
@@ -116,8 +119,7 @@ class Surfaces(_Record):
     y_label: str = "θ₂"
 
     def dims(self) -> dict[str, tuple[str | None, ...]]:
-        data = {"inputs": (None, None), "labels": (None,)}
-        return {n: data.get(n, ("x", "y")) for n in self.arrays() if n not in ("x", "y")}
+        return {n: DATA_DIMS.get(n, ("x", "y")) for n in self.arrays() if n not in ("x", "y")}
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class Band(_Record):
     x_label: str = "θ"
 
     def dims(self) -> dict[str, tuple[str | None, ...]]:
-        return {"clean": ("x",), "eps": (None,), "adv": (None, "x"), "lower": (None, "x")}
+        return {"clean": ("x",), "eps": ("eps",), "adv": ("eps", "x"), "lower": ("eps", "x")}
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,7 @@ class Collapse(_Record):
         return {
             **{n: ("x",) for n in curves},
             "weight_norm_trace": ("x", "step"),
-            "inputs": (None, None),
-            "labels": (None,),
+            **DATA_DIMS,
         }
 
 
@@ -419,22 +420,24 @@ def toy_options(
     if figure not in FIGURES:
         raise BadInput(f"unknown toy figure {figure!r}; choose from {', '.join(FIGURES)} or all")
     if int(grid) < 3:
-        raise BadInput(f"--grid {grid} is too small; use at least 3 points per axis")
+        raise BadInput(
+            f"{{arg}} {grid} is too small; use at least 3 points per axis", argument="grid"
+        )
     budgets = [] if eps is None else [eps] if isinstance(eps, (int, float, str)) else list(eps)
     budgets = [parse_eps(e) for e in budgets]
     options: dict[str, object] = {"figure": figure, "seed": int(seed)}
     if figure.startswith("kanai"):
         if len(budgets) > 1:
-            raise BadInput(f"{figure} takes one --eps, got {len(budgets)}")
+            raise BadInput(f"{figure} takes one {{arg}}, got {len(budgets)}", argument="eps")
         if not (math.isfinite(gamma) and gamma > 0):
-            raise BadInput(f"--gamma {gamma} must be a finite number > 0")
+            raise BadInput(f"{{arg}} {gamma} must be a finite number > 0", argument="gamma")
         options.update(grid=int(grid), eps=budgets[0] if budgets else KANAI_EPS, gamma=float(gamma))
         if figure == "kanai-fig2":
             cfg = swish_pgd_config(options["eps"], steps=pgd_steps, step_size=pgd_step_size)
             options.update(pgd_steps=cfg.steps, pgd_step_size=cfg.step_size)
         else:
             if int(samples) < 1:
-                raise BadInput(f"--samples {samples} must be >= 1")
+                raise BadInput(f"{{arg}} {samples} must be >= 1", argument="samples")
             options["samples"] = int(samples)
         return options
     if figure == "liu-fig5":
@@ -444,7 +447,7 @@ def toy_options(
     if norm not in NORMS:
         raise BadInput(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
     if int(train_steps) < 1:
-        raise BadInput(f"--train-steps {train_steps} must be >= 1")
+        raise BadInput(f"{{arg}} {train_steps} must be >= 1", argument="train_steps")
     if not budgets:
         threshold = collapse_threshold(*thm1_data(seed), norm)
         budgets = [f * threshold for f in THM1_FRACTIONS]

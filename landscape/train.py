@@ -249,7 +249,10 @@ def write_trace(
 ) -> None:
     """Replace trace.h5 atomically with the rows so far: both groups go into a fresh
     temporary file that is renamed over the old one, so a kill at any moment leaves the
-    previous epoch's complete trace (never no file, nor one without /eval)."""
+    previous epoch's complete trace (never no file, nor one without /eval).
+
+    Each group has one dimension: `/trace` runs along `step` (epoch, eps, lr, ... are
+    variables along it), `/eval` along `epoch`."""
     with atomic_path(path) as tmp:
         tmp.unlink()  # write_group starts a new results file where none exists
         store.write_group(
@@ -260,7 +263,13 @@ def write_trace(
             dims={k: ("step",) for k in TRACE_COLUMNS[1:]},
         )
         if evals["epoch"]:
-            store.write_group(tmp, "/eval", _trace_arrays(evals), attrs)
+            store.write_group(
+                tmp,
+                "/eval",
+                _trace_arrays(evals),
+                attrs,
+                dims={k: ("epoch",) for k in EVAL_COLUMNS[1:]},
+            )
 
 
 def stored_run(

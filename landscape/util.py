@@ -7,12 +7,15 @@ import ctypes
 import fcntl
 import math
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads where a device or generator is made, not on import
+    import torch
 
 
 class BadInput(ValueError):
@@ -21,19 +24,34 @@ class BadInput(ValueError):
     Library code names the argument at fault with `argument=` and writes `{arg}` where the
     message names it: `str(exc)` says the argument (`top 25 must be ...`), and the CLI
     renders its own flag there instead (`--top 25 must be ...`, `BadInput.render`).
+    Another argument the message mentions is written `{arg:name}` (`{arg} adv needs
+    {arg:eps} > 0`): the argument's name in `str(exc)`, its flag on the command line.
     """
 
     def __init__(self, message: str, *, argument: str | None = None) -> None:
         self.template, self.argument = message, argument
         super().__init__(self.render(argument))
 
-    def render(self, name: str | None) -> str:
-        """The message with `{arg}` replaced by `name` (the argument, or a CLI flag)."""
-        return self.template.replace("{arg}", name or self.argument or "")
+    @property
+    def mentions(self) -> tuple[str, ...]:
+        """The other arguments the message names (`{arg:name}`)."""
+        return tuple(_OTHER_ARGUMENT.findall(self.template))
+
+    def render(self, name: str | None, others: Callable[[str], str] | None = None) -> str:
+        """The message with `{arg}` replaced by `name` (the argument, or a CLI flag) and each
+        `{arg:other}` by `others(other)` (default: the argument's own name)."""
+        say = others or (lambda other: other)
+        text = _OTHER_ARGUMENT.sub(lambda m: say(m.group(1)), self.template)
+        return text.replace("{arg}", name or self.argument or "")
+
+
+_OTHER_ARGUMENT = re.compile(r"\{arg:(\w+)\}")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """`auto` picks CUDA when present, else CPU; `cuda[:N]` must exist."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     name = (device or "auto").strip().lower()
@@ -78,6 +96,8 @@ def parse_eps(text: str | float | int) -> float:
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:
     """A generator on `device`, so random draws happen where the tensors live."""
+    import torch
+
     return torch.Generator(device=device).manual_seed(int(seed))
 
 

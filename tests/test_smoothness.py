@@ -28,7 +28,7 @@ def test_matched_l2_budgets():
     assert r == pytest.approx(eps * math.sqrt(2 * d / (math.pi * math.e)), rel=0.05)
     assert matched_l2_eps(eps, d, "sqrt-d") == pytest.approx(0.8)
     assert matched_l2_eps(eps, d, "same") == eps
-    with pytest.raises(BadInput, match="l2-match"):
+    with pytest.raises(BadInput, match="rule 'area' is not valid"):
         matched_l2_eps(eps, d, "area")
 
 
@@ -85,7 +85,7 @@ def test_adversarial_profiles_and_options():
         smoothness(model, X, y, eps=0.1, norms=["l3"])
     with pytest.raises(BadInput, match="radii"):
         smoothness(model, X, y, eps=0.1, radius=[0.0, 1.0])
-    with pytest.raises(BadInput, match="--dirs"):
+    with pytest.raises(BadInput, match="directions 'filter' is not valid"):
         smoothness(model, X, y, eps=0.1, directions="filter")
 
 

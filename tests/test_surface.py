@@ -49,8 +49,8 @@ def test_parse_range_values():
     np.testing.assert_allclose(parse_range("-1:1:5"), [-1, -0.5, 0, 0.5, 1])
     np.testing.assert_allclose(parse_range("1e-2:1:3", log=True), [1e-2, 1e-1, 1])
     assert parse_range("0:2:1").tolist() == [0.0]
-    with pytest.raises(BadInput, match="a > 0"):
-        parse_range("0:1:3", "--radii", log=True)
+    with pytest.raises(BadInput, match="radii '0:1:3' is log-spaced and needs a > 0"):
+        parse_range("0:1:3", "radii", log=True)
 
 
 def test_origin_is_the_checkpoints_own_loss(digits):

@@ -9,24 +9,26 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from .. import distributed
+from .._version import __version__
 from ..util import BadInput, parse_eps
 
-console = Console(stderr=True)
+# Nothing heavy at import time: `landscape --help` must answer at once, so torch, numpy,
+# rich and landscape's analyses are imported inside the commands and helpers that use them.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+
+@functools.cache
+def stderr_console() -> Console:
+    """The console of progress bars and logs (stderr), made on first use."""
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 class EpsType(click.ParamType):
@@ -205,6 +207,11 @@ def lr_schedule_options(fn: Callable) -> Callable:
 
 def summary(title: str, rows: dict[str, Any], as_json: bool) -> None:
     """A two-column table on stderr, or JSON on stdout with --json (rank 0 only under torchrun)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import distributed
+
     if not distributed.world().is_main:
         return
     if as_json:
@@ -219,6 +226,18 @@ def summary(title: str, rows: dict[str, Any], as_json: bool) -> None:
 
 
 def progress_bar(total: int, label: str) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from .. import distributed
+
+    console = stderr_console()
     return Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
@@ -315,6 +334,7 @@ def analysis_inputs(
     foreign: dict[str, Any] | None = None,
 ) -> Any:
     """`analysis.load_inputs` for a command, which also says how an .npz dataset was read."""
+    from .. import distributed
     from ..analysis import load_inputs
 
     dev = distributed.init(device)
@@ -333,10 +353,11 @@ def analysis_inputs(
 
 def state_data(name: str) -> None:
     """One line on stderr saying how an .npz dataset was read (layout, scale, classes)."""
+    from .. import distributed
     from ..data import dataset_info, is_npz
 
     if is_npz(name) and distributed.world().is_main:
-        console.print(f"Data: {dataset_info(name).note}", markup=False, highlight=False)
+        stderr_console().print(f"Data: {dataset_info(name).note}", markup=False, highlight=False)
 
 
 def run_name(checkpoint: str, name: str | None, **key_options: Any) -> str:
@@ -355,9 +376,12 @@ def run_name(checkpoint: str, name: str | None, **key_options: Any) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="adv-landscape")
+@click.version_option(version=__version__)
 def cli() -> None:
     """Loss landscapes of adversarial training: train, analyse, plot."""
+    from ..util import tune_cpu_allocator
+
+    tune_cpu_allocator()  # a command is about to run (help and usage errors never get here)
 
 
 def grid_progress(bar: Progress, task: Any) -> Callable[[int, int], None]:
@@ -407,6 +431,7 @@ def run_jobs(
     command does before its runs (training a curve), `rows` that work's summary rows.
     """
     from .. import analysis as lib
+    from .. import distributed
     from ..dryrun import Calibration, combine
     from ..store import find_complete
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from .. import distributed
 from .common import (
     EPS,
     cli,
@@ -151,6 +150,7 @@ def connect_(
     **opts: Any,
 ) -> None:
     """Train a Bezier curve joining two checkpoints and evaluate it and the straight line along t."""
+    from .. import distributed
     from ..attacks import attack_config
     from ..connect import (
         Connect,

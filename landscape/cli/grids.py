@@ -104,7 +104,7 @@ def surface_cmd(
     if yrange is not None and dim == 1:
         raise BadInput("--yrange needs --dim 2")
     xs = tuple(parse_range(xrange))
-    ys = tuple(parse_range(yrange or xrange, "--yrange")) if dim == 2 else None
+    ys = tuple(parse_range(yrange or xrange, "yrange")) if dim == 2 else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
     given = load_directions(
         dirs,
@@ -277,7 +277,7 @@ def smoothness_cmd(
     from ..smoothness import Smoothness
     from ..surface import parse_range
 
-    rs = tuple(parse_range(radii, "--radii", log=True))
+    rs = tuple(parse_range(radii, "radii", log=True))
     chosen = tuple(n.strip() for n in norms.split(",") if n.strip()) if norms is not None else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
     k = count or (4 if dirs == "random" else 1)

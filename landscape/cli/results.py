@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..util import BadInput, resolve_device
-from .common import EPS, cli, common, console, run_jobs, summary
+from .common import EPS, cli, common, run_jobs, stderr_console, summary
 
 
 @cli.command()
@@ -244,21 +244,17 @@ def figures(
     from ..launchers import LaunchOptions
 
     names = [n.strip() for n in only.split(",") if n.strip()]
-    try:
-        outcomes = run_figures(
-            mode,
-            only=names,
-            runs=runs,
-            out=out,
-            device=device,
-            data_root=data_root,
-            folder=recipes or RECIPE_DIR,
-            log=lambda line: console.print(line, markup=False, highlight=False),
-            launch=LaunchOptions(**launch),
-        )
-    except BadInput as exc:
-        flag = exc.argument and "--" + exc.argument.replace("_", "-")
-        raise BadInput(exc.render(flag)) from exc
+    outcomes = run_figures(
+        mode,
+        only=names,
+        runs=runs,
+        out=out,
+        device=device,
+        data_root=data_root,
+        folder=recipes or RECIPE_DIR,
+        log=lambda line: stderr_console().print(line, markup=False, highlight=False),
+        launch=LaunchOptions(**launch),
+    )
     summary(
         "figures", {o.name: f"{len(o.files)} files, {o.seconds:.0f} s" for o in outcomes}, as_json
     )

@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from .. import distributed
 from ..util import BadInput, resolve_device
 from .common import (
     EPOCHS,
@@ -211,6 +210,7 @@ def train(
     **opts: Any,
 ) -> None:
     """PGD adversarial training (eps 0: vanilla), with checkpoints and a per-batch trace."""
+    from .. import distributed
     from ..models import default_activation
     from ..train import TrainConfig
     from ..train import train as run_training
