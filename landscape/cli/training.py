@@ -318,10 +318,10 @@ def eval_(
     from ..data import dataset_info, load_dataset
 
     if attack != "pgd":
-        # Before any loading: a missing extra or a PGD-only option fails at once.
-        require_autoattack()
+        # Before any loading: a PGD-only option or a missing extra fails at once.
         if pgd_steps is not None or pgd_step_size is not None:
             raise BadInput(f"--pgd-steps and --pgd-step-size apply to --attack pgd, not {attack}")
+        require_autoattack()
     dev = resolve_device(device)
     models, specs = [], []
     for path in checkpoints:
