@@ -13,7 +13,7 @@ this project differentiates the summed loss, so each step has its full length.
 `--peer-division-eps 1e-30` removes that difference.
 
     pip install --no-deps torchattacks==3.5.1   # its torchvision requirement would replace torch
-    python bench/bench_attacks.py                                  # LeNet w=2 fitted on digits
+    python bench/bench_attacks.py [--threads 1]                    # LeNet w=2 fitted on digits
     python bench/bench_attacks.py --norm l2 --eps 1.0 [--peer-division-eps 1e-30]
     python bench/bench_attacks.py --checkpoint final.pt --eps 8/255 --step-size 2/255 --device cuda
 """
@@ -91,9 +91,18 @@ def main() -> None:
         default=1e-10,
         help="torchattacks.PGDL2's eps_for_division (its default 1e-10).",
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default torch's; 1 is steadier on a shared machine).",
+    )
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     import torchattacks
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
     if args.checkpoint:
@@ -163,14 +172,15 @@ def main() -> None:
         f"clean error {error(model, X, y, bs):.4f}"
     )
     width = max(len(name) for name in sides) + 2
-    print(f"{'':{width}}{'robust error per seed':<48}{'mean':>8}{'std':>8}{'s/run':>9}")
+    column = max(24, 7 * args.seeds + 2)
+    print(f"{'':{width}}{'robust error per seed':<{column}}{'mean':>8}{'std':>8}{'s/run':>9}")
     stats = {}
     for name in sides:
         mean, std = statistics.mean(errors[name]), statistics.pstdev(errors[name])
         per_run = min(times[name])  # the run least disturbed by other load
         stats[name] = (mean, std, per_run)
         per_seed = " ".join(f"{e:.4f}" for e in errors[name])
-        print(f"{name:<{width}}{per_seed:<48}{mean:8.4f}{std:8.4f}{per_run:9.3f}")
+        print(f"{name:<{width}}{per_seed:<{column}}{mean:8.4f}{std:8.4f}{per_run:9.3f}")
     (m_a, s_a, t_a), (m_b, s_b, t_b) = stats.values()
     k = args.seeds
     std_error = math.sqrt((s_a**2 + s_b**2) / k)

@@ -391,7 +391,7 @@ def autoattack_error(
     """Robust error of a model, or of an ensemble (a list, attacked as one), under AutoAttack.
 
     `version="standard"` runs APGD-CE, APGD-T, FAB-T and Square with the standard
-    version's settings (Croce & Hein 2020, Sec. 5); `"apgd-ce"` only its first, cheaper
+    version's settings (Croce & Hein 2020); `"apgd-ce"` only its first, cheaper
     attack. X holds raw [0, 1] pixels (normalization is the model's first layer) on the
     model's device. Deterministic for a seed; the global RNG state is left as it was.
     Needs the `autoattack` extra (BadInput otherwise).
