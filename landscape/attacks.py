@@ -1,4 +1,4 @@
-"""PGD (L-inf, L2) and FGSM, the adversarial loss, and ensembles.
+"""PGD (L-inf, L2) and FGSM, the adversarial loss, ensembles, and AutoAttack.
 
 Inputs live in [0, 1] (pixel units) and eps is in the same units; normalization is
 the model's first layer, so attacks see raw pixels.
@@ -7,9 +7,10 @@ the model's first layer, so attacks see raw pixels.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -275,3 +276,195 @@ def evaluate(
         sums[2:] = sums[:2]
     s = (sums / X.shape[0]).tolist()
     return Evaluation(s[0], s[1], s[2], s[3], int(X.shape[0]), cfg)
+
+
+# AutoAttack (Croce & Hein 2020) through the optional `pyautoattack` package. The
+# standard version runs its attacks as a cascade: each attacks only the examples that all
+# earlier ones left correctly classified.
+AUTOATTACK_VERSIONS: dict[str, tuple[str, ...]] = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "apgd-ce": ("apgd-ce",),
+}
+AUTOATTACK_INSTALL = 'pip install "adv-landscape[autoattack]"'
+
+
+def require_autoattack() -> type:
+    """The `pyautoattack.AutoAttack` class, or BadInput naming the extra that installs it."""
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError as exc:
+        raise BadInput(
+            f"AutoAttack needs the optional package pyautoattack; install it with "
+            f"{AUTOATTACK_INSTALL}"
+        ) from exc
+    return AutoAttack
+
+
+@dataclass(frozen=True)
+class AutoAttackResult:
+    """Clean error and robust error under AutoAttack, with the error after each attack.
+
+    `adv_error_after` maps each attack that ran, in order, to the robust error after it
+    (cumulative); the cascade stops early once no example is left. `x_adv` holds, for
+    each example, the first successful attack's input, or the clean input where all
+    failed. `warnings` are pyautoattack's own checks (randomized or dynamic defenses,
+    probabilities instead of logits, a Square attack stronger than the gradient ones).
+    """
+
+    clean_loss: float
+    clean_error: float
+    adv_error: float
+    n: int
+    eps: float
+    norm: str
+    version: str
+    seed: int
+    adv_error_after: dict[str, float]
+    warnings: tuple[str, ...]
+    x_adv: Tensor = field(repr=False, compare=False)
+
+    @property
+    def attacks_run(self) -> tuple[str, ...]:
+        return tuple(self.adv_error_after)
+
+    def as_dict(self) -> dict:
+        return {
+            "clean_loss": self.clean_loss,
+            "clean_error": self.clean_error,
+            "adv_error": self.adv_error,
+            "n": self.n,
+            "attack": {
+                "name": "autoattack",
+                "version": self.version,
+                "eps": self.eps,
+                "norm": self.norm,
+                "seed": self.seed,
+                "attacks": list(AUTOATTACK_VERSIONS[self.version]),
+                "attacks_run": list(self.attacks_run),
+            },
+            "adv_error_after": self.adv_error_after,
+            "warnings": list(self.warnings),
+        }
+
+
+class _RecordWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.messages:
+            self.messages.append(message)
+
+
+@contextlib.contextmanager
+def _autoattack_warnings() -> Iterator[list[str]]:
+    """Collect the warnings of pyautoattack's logger into the result instead of stderr."""
+    logger = logging.getLogger("auto-attack")
+    handler, propagate = _RecordWarnings(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _predict(model: Forward, X: Tensor, batch_size: int) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([model(X[i : i + batch_size]) for i in range(0, X.shape[0], batch_size)])
+
+
+def autoattack_error(
+    model: nn.Module | Sequence[nn.Module],
+    X: Tensor,
+    y: Tensor,
+    eps: float,
+    norm: str = "linf",
+    version: str = "standard",
+    *,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> AutoAttackResult:
+    """Robust error of a model, or of an ensemble (a list, attacked as one), under AutoAttack.
+
+    `version="standard"` runs APGD-CE, APGD-T, FAB-T and Square with the standard
+    version's settings (Croce & Hein 2020); `"apgd-ce"` only its first, cheaper
+    attack. X holds raw [0, 1] pixels (normalization is the model's first layer) on the
+    model's device. Deterministic for a seed; the global RNG state is left as it was.
+    Needs the `autoattack` extra (BadInput otherwise).
+    """
+    AutoAttack = require_autoattack()
+    if norm not in NORMS:
+        raise BadInput(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
+    if version not in AUTOATTACK_VERSIONS:
+        raise BadInput(
+            f"unknown AutoAttack version {version!r}; use one of {', '.join(AUTOATTACK_VERSIONS)}"
+        )
+    if not math.isfinite(eps) or eps < 0:
+        raise BadInput(f"{{arg}} must be a finite number >= 0, got {eps}", argument="eps")
+    if X.numel() and (X.min() < 0 or X.max() > 1):
+        raise BadInput("AutoAttack attacks raw pixels in [0, 1]; normalize inside the model")
+    if isinstance(model, (list, tuple)):
+        model = Ensemble(model) if len(model) > 1 else model[0]
+    model.eval()
+    logits = _predict(model, X, batch_size)
+    clean_loss = F.cross_entropy(logits, y).item()
+    robust = logits.argmax(1) == y
+    n_classes = logits.shape[1]
+    targeted = any(a.endswith("-t") for a in AUTOATTACK_VERSIONS[version])
+    if targeted and n_classes < 4:
+        # The targeted DLR loss divides by the gap between the first and third logits.
+        raise BadInput(
+            f"AutoAttack's {version} version needs at least 4 classes, the model has "
+            f"{n_classes}; use the apgd-ce version"
+        )
+    x_adv = X.clone()
+    error_after: dict[str, float] = {}
+    forked = [X.device] if X.device.type == "cuda" else []
+    # pyautoattack seeds the global RNG before each attack: fork it so the caller's stream
+    # continues as if no attack had run.
+    with torch.random.fork_rng(devices=forked), _autoattack_warnings() as warnings:
+        if eps > 0:
+            adversary = AutoAttack(
+                model,
+                norm=norm.capitalize(),
+                eps=eps,
+                version="standard",
+                seed=seed,
+                device=X.device,
+            )
+            adversary.verbose = False
+            # The standard version targets the 9 runner-up classes; fewer classes have fewer.
+            adversary.apgd_targeted.n_target_classes = min(9, n_classes - 1)
+            adversary.fab.n_target_classes = min(9, n_classes - 1)
+            for attack in AUTOATTACK_VERSIONS[version]:
+                remaining = robust.nonzero().flatten()
+                if remaining.numel() == 0:
+                    break
+                # One attack per call on the examples still robust: the same batches and
+                # seeds as one standard run, and the error after each attack is known.
+                adversary.attacks_to_run = [attack]
+                found, _ = adversary.run_standard_evaluation(
+                    X[remaining], y[remaining], batch_size=batch_size
+                )
+                fooled = _predict(model, found, batch_size).argmax(1) != y[remaining]
+                x_adv[remaining[fooled]] = found[fooled]
+                robust[remaining[fooled]] = False
+                error_after[attack] = 1.0 - robust.double().mean().item()
+    n = int(X.shape[0])
+    return AutoAttackResult(
+        clean_loss=clean_loss,
+        clean_error=1.0 - (logits.argmax(1) == y).double().mean().item(),
+        adv_error=1.0 - robust.double().mean().item(),
+        n=n,
+        eps=float(eps),
+        norm=norm,
+        version=version,
+        seed=seed,
+        adv_error_after=error_after,
+        warnings=tuple(warnings),
+        x_adv=x_adv,
+    )

@@ -276,6 +276,14 @@ def train(
     default=None,
     help="Attack norm (default: the training norm).",
 )
+@click.option(
+    "--attack",
+    type=click.Choice(["pgd", "autoattack", "apgd-ce"]),
+    default="pgd",
+    show_default=True,
+    help="pgd; autoattack (standard version: APGD-CE, APGD-T, FAB-T, Square) or its "
+    'APGD-CE alone, from the extra: pip install "adv-landscape[autoattack]".',
+)
 @click.option("--pgd-steps", type=click.IntRange(min=0), default=None)
 @click.option("--pgd-step-size", type=float, default=None)
 @click.option(
@@ -297,6 +305,7 @@ def eval_(
     data_root: str | None,
     eps: float | None,
     norm: str | None,
+    attack: str,
     pgd_steps: int | None,
     pgd_step_size: float | None,
     samples: int | None,
@@ -309,12 +318,18 @@ def eval_(
     debug: bool,
 ) -> None:
     """Clean and robust error of one model, or of several as a snapshot ensemble; of the point
-    B(t) of a curve file (from `landscape connect`) with --t, its BN statistics re-estimated."""
-    from ..attacks import attack_config, evaluate
+    B(t) of a curve file (from `landscape connect`) with --t, its BN statistics re-estimated.
+    --attack autoattack or apgd-ce reports the robust error under AutoAttack instead of PGD."""
+    from ..attacks import attack_config, autoattack_error, evaluate, require_autoattack
     from ..checkpoint import check_normalization, load_checkpoint
     from ..connect import is_curve, point_model
     from ..data import dataset_info, load_dataset
 
+    if attack != "pgd":
+        # Before any loading: a PGD-only option or a missing extra fails at once.
+        if pgd_steps is not None or pgd_step_size is not None:
+            raise BadInput(f"--pgd-steps and --pgd-step-size apply to --attack pgd, not {attack}")
+        require_autoattack()
     dev = resolve_device(device)
     models, specs = [], []
     for path in checkpoints:
@@ -335,20 +350,33 @@ def eval_(
     train_cfg = specs[0].get("train", {}).get("config", {})
     eps_value = eps if eps is not None else float(train_cfg.get("eps", 0.0))
     norm_value = norm or train_cfg.get("norm", "linf")
-    cfg = attack_config(
-        eps_value,
-        family=dataset_info(ds).family,
-        norm=norm_value,
-        steps=pgd_steps,
-        step_size=pgd_step_size,
-    )
+    if attack == "pgd":
+        cfg = attack_config(
+            eps_value,
+            family=dataset_info(ds).family,
+            norm=norm_value,
+            steps=pgd_steps,
+            step_size=pgd_step_size,
+        )
     X, y = load_dataset(ds, split, data_root, dev)
     if samples is not None:
         X, y = X[:samples], y[:samples]
     for path, model, spec in zip(checkpoints, models, specs):
         check_normalization(model, spec, X, y, path)
     state_data(ds)
-    ev = evaluate(models, X, y, cfg, batch_size=batch_size, seed=seed)
+    if attack == "pgd":
+        result = evaluate(models, X, y, cfg, batch_size=batch_size, seed=seed).as_dict()
+    else:
+        result = autoattack_error(
+            models,
+            X,
+            y,
+            eps=eps_value,
+            norm=norm_value,
+            version="standard" if attack == "autoattack" else attack,
+            seed=seed,
+            batch_size=batch_size,
+        ).as_dict()
     summary(
         "eval",
         {
@@ -357,7 +385,8 @@ def eval_(
             **({"t": t} if t is not None else {}),
             "dataset": ds,
             "split": split,
-            **ev.as_dict(),
+            "method": attack,
+            **result,
         },
         as_json,
     )
