@@ -184,6 +184,10 @@ class Analysis:
     name: ClassVar[str]
     grid: ClassVar[bool] = False
     axes: ClassVar[tuple[str, ...]] = ()
+    # Range fields that plain options may give as `a:b:n` text, and whether log-spaced.
+    ranges: ClassVar[dict[str, bool]] = {}
+    # What it runs on: one checkpoint's `Inputs`, a pair of checkpoints (a curve), or nothing.
+    takes: ClassVar[str] = "checkpoint"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -235,7 +239,44 @@ class Analysis:
     def fields(self) -> tuple[str, ...]:
         raise NotImplementedError
 
+    def with_files(self, inputs: Inputs | None, results_file: str | Path | None) -> Analysis:
+        """The caller's loading step: the analysis with what it reads from files (stored
+        eigenvectors, other checkpoints) handed over as arguments, since `compute` opens
+        no file. The CLI and `figures` call it before `run`; nothing to read by default."""
+        return self
+
     # ------------------------------------------------------------------ shared
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], *, family: str = "mnist-like") -> Analysis:
+        """An analysis from plain options (a recipe step's TOML): `eps`, `norm`, `pgd_steps`
+        and `pgd_step_size` make its `AttackConfig` (the papers' defaults for the data
+        `family`), `a:b:n` text gives a range field (`ranges`), lists become tuples."""
+        from .attacks import attack_config
+        from .surface import parse_range
+
+        opts = dict(options)
+        known = {f.name for f in fields(cls)}
+        if "attack" in known:
+            opts["attack"] = attack_config(
+                float(opts.pop("eps", 0.0)),
+                family=family,
+                norm=opts.pop("norm", "linf"),
+                steps=opts.pop("pgd_steps", None),
+                step_size=opts.pop("pgd_step_size", None),
+            )
+        unknown = sorted(set(opts) - known)
+        if unknown:
+            raise BadInput(
+                f"{cls.name} has no option(s) {', '.join(unknown)}; "
+                f"its options: {', '.join(sorted(known - {'attack'}))}"
+            )
+        for key, value in opts.items():
+            if key in cls.ranges and isinstance(value, str):
+                opts[key] = tuple(parse_range(value, key, log=cls.ranges[key]))
+            elif isinstance(value, list):
+                opts[key] = tuple(value)
+        return cls(**opts)
+
     def options(self) -> dict[str, Any]:
         """Every option after defaults, JSON-ready (the attack flattened into it)."""
         out: dict[str, Any] = {}

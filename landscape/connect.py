@@ -981,6 +981,7 @@ class Connect(Analysis):
     """
 
     name: ClassVar[str] = "connect"
+    takes: ClassVar[str] = "pair"
     grid: ClassVar[bool] = True
     axes: ClassVar[tuple[str, ...]] = ("t",)
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 
 from .analysis import Analysis, Group, Inputs, PlanContext, Stored, given, speed_knob
 from .attacks import AttackConfig, attack_config, perturb
-from .directions import compute_directions, on_params, random_direction, unit
+from .directions import compute_directions, load_directions, on_params, random_direction, unit
 from .dryrun import BOOL, F64, I64, Plan, Tally, arrays_bytes
 from .params import ParamDict, combine, eval_mode, forward_at, named_params
 from .store import MASKS, Grid, resolve_grid
@@ -249,6 +250,7 @@ class Cosine(Analysis):
     name: ClassVar[str] = "cosine"
     grid: ClassVar[bool] = True
     axes: ClassVar[tuple[str, ...]] = ("alpha",)
+    ranges: ClassVar[dict[str, bool]] = {"alpha": False}
 
     attack: AttackConfig
     alpha: tuple[float, ...] = DEFAULT_ALPHA
@@ -260,6 +262,13 @@ class Cosine(Analysis):
 
     def check(self, inputs: Inputs) -> None:
         check_grid(self.alpha, self.repeats)
+
+    def with_files(self, inputs: Inputs | None, results_file: str | Path | None) -> Cosine:
+        """The top direction from a stored `hessian_group`, read for `compute`."""
+        top = load_directions(
+            "eigen", inputs.model, 1, hessian_group=self.hessian_group, results_file=results_file
+        )
+        return self if top is None else replace(self, directions={"top": top.vectors[0]})
 
     def shape(self, inputs: Inputs) -> tuple[int, ...]:
         return (len(self.alpha),)

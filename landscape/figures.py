@@ -1,13 +1,14 @@
 """Paper recipes (`landscape/recipes/*.toml`) run end to end: train, analyse, collect, render, index.
 
 A recipe names the models it needs (by id, from `recipes/models.toml` or its own
-`[<mode>.models]` table), then a list of steps. A step is either a CLI command run
-in-process (`command = "hessian"`, `args = [...]`, optionally `each = [ids]` to run it
-once per model with `{ckpt}`, `{dir}`, `{id}`, `{eps}` substituted, or `{ckpt1}`... for
-pairs) or a `collect` step that gathers what the trainer wrote (traces, per-epoch
+`[<mode>.models]` table), then a list of steps. A step is either an analysis run
+through the library (`analysis = "hessian"`, its `options` and `data` tables and a run
+`name`, optionally `each = [ids]` to run it once per model with `{ckpt}`, `{dir}`,
+`{id}`, `{eps}` substituted, or pairs of ids for `connect`, whose `curve` table trains
+the curve first) or a `collect` step that gathers what the trainer wrote (traces, per-epoch
 evaluations, final metrics) into the recipe's results file. Every step is cached: models
 are trained into folders named by the hash of their config (shared across recipes), and
-the analysis commands skip groups that are stored complete with the same config, so a
+the analyses skip groups that are stored complete with the same config, so a
 rerun computes nothing and an interrupted run resumes.
 
 The recipes to run form a graph (`plan_graph`): one task per model to train, shared by
@@ -217,13 +218,15 @@ class Runner:
 
     def trainings(self, recipe: Recipe) -> dict[str, Training]:
         """Every model the recipe's steps train or read, by folder name, in first-use order."""
+        from .analysis import analyses
+
         plan = recipe.plan(self.mode)
         wanted: list[tuple[Mapping[str, Any], str]] = []
         for step in plan.get("steps", []):
-            if "command" not in step and step.get("collect") not in COLLECTORS:
+            if step.get("analysis") not in analyses() and step.get("collect") not in COLLECTORS:
                 raise BadInput(
-                    f"recipe {recipe.name}: a step needs `command` or `collect` "
-                    f"(one of {', '.join(COLLECTORS)})"
+                    f"recipe {recipe.name}: a step needs `analysis` (one of "
+                    f"{', '.join(analyses())}) or `collect` (one of {', '.join(COLLECTORS)})"
                 )
             for item in step.get("each", []):
                 for model_id in [item] if isinstance(item, str) else item:
@@ -259,30 +262,68 @@ class Runner:
             subs["ckpt0"], subs["id0"] = subs["ckpt"], subs["id"]
         return subs
 
-    def command(self, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path) -> None:
-        """Run an analysis step once per `each` item, into the recipe's results file."""
-        items = step.get("each") or [None]
-        for item in items:
+    def analysis_step(
+        self, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
+    ) -> None:
+        """Run an analysis step once per `each` item through the library, into the recipe's
+        results file: the inputs loaded by `analysis.load_inputs` (or, for a pair, a curve
+        trained first), the analysis built from the step's `options` (eps: the model's
+        training eps unless given), its files read (`with_files`), then `analysis.run`."""
+        from .analysis import analyses, load_inputs, run
+
+        kind = analyses()[step["analysis"]]
+        data = dict(step.get("data", {}))
+        for item in step.get("each") or [None]:
             subs = self.substitutions(plan, item) if item is not None else {}
             subs.update(results=str(results), runs=str(self.runs))
-            args = [str(a).format(**subs) for a in step.get("args", [])]
-            args = [step["command"], *args, "--device", self.device]
-            if step.get("results", True):
-                args += ["--out", str(results)]
-            if self.data_root and step.get("data_root", True):
-                args += ["--data-root", self.data_root]
-            self.analyse(args)
+            options = {k: _filled(v, subs) for k, v in step.get("options", {}).items()}
+            name = _filled(step.get("name", "{id}"), subs)
+            if kind.takes == "nothing":
+                inputs = None
+                job = kind.from_options({"device": self.device, **options})
+            elif kind.takes == "pair":
+                job, inputs = self.curve(step, options, data, subs, results, name)
+            else:
+                inputs = load_inputs(
+                    subs["ckpt"], device=self.device, data_root=self.data_root, **data
+                )
+                options.setdefault("eps", float(subs["eps"]))
+                job = kind.from_options(options, family=inputs.family)
+                job = job.with_files(inputs, results)
+            self.log(f"  {kind.name} {name}")
+            run(job, inputs, out=results, name=name)
 
-    def analyse(self, args: list[str]) -> None:
-        """The one place a recipe step calls an analysis: the CLI, in this process."""
-        from .cli import cli
+    def curve(
+        self,
+        step: Mapping[str, Any],
+        options: dict[str, Any],
+        data: Mapping[str, Any],
+        subs: Mapping[str, str],
+        results: Path,
+        name: str,
+    ) -> tuple[Any, Any]:
+        """A pair step (`connect`): its analysis, and its inputs with the Bezier curve
+        between the two models trained first (`train_curve`, with the step's `curve`
+        options and file), unless the run is stored already."""
+        from .analysis import stored_state
+        from .connect import Connect, CurveConfig, curve_inputs, load_endpoints, train_curve
 
-        self.log(f"  landscape {' '.join(args)}")
-        try:
-            cli.main(args=args, prog_name="landscape", standalone_mode=False)
-        except SystemExit as exc:
-            if exc.code not in (0, None):
-                raise
+        device = resolve_device(self.device)
+        ends = load_endpoints(subs["ckpt"], subs["ckpt1"], device)
+        options.setdefault("eps", float(subs["eps"]))
+        attack = {
+            k: options[k] for k in ("eps", "norm", "pgd_steps", "pgd_step_size") if k in options
+        }
+        training = CurveConfig(**attack, **step.get("curve", {}))
+        inputs = curve_inputs(ends, training, data_root=self.data_root, device=device, **data)
+        job = Connect.from_options(options, family=inputs.family)
+        _, stored = stored_state(job, inputs, out=results, name=name)
+        if not stored:
+            path = Path(_filled(step.get("curve_out", "{runs}/curves/{id}.curve.pt"), subs))
+            self.log(f"  curve {name} -> {path}")
+            trained = train_curve(ends, training, path, device=device, data_root=self.data_root)
+            inputs = inputs.with_curve(trained)
+        return job, inputs
 
     def run(self, recipe: Recipe) -> RecipeOutcome:
         from .plots import render_file
@@ -291,8 +332,8 @@ class Runner:
         plan = recipe.plan(self.mode)
         results = self.runs / f"{recipe.name}.h5"
         for step in plan.get("steps", []):
-            if "command" in step:
-                self.command(plan, step, results)
+            if "analysis" in step:
+                self.analysis_step(plan, step, results)
             else:  # a known collector: `trainings` checked every step when planning
                 COLLECTORS[step["collect"]](self, plan, step, results)
         outcome = RecipeOutcome(recipe.name)
@@ -309,6 +350,15 @@ class Runner:
                 (target / "measured.txt").write_text(outcome.check + "\n")
         outcome.seconds = time.perf_counter() - t0
         return outcome
+
+
+def _filled(value: Any, subs: Mapping[str, str]) -> Any:
+    """A step's option with `{ckpt}`, `{id}`, `{eps}`, `{results}`, `{runs}` filled in."""
+    if isinstance(value, str):
+        return value.format(**subs)
+    if isinstance(value, list):
+        return [_filled(v, subs) for v in value]
+    return value
 
 
 def _final_metrics(folder: Path) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,7 +39,7 @@ from torch.func import grad
 
 from .analysis import Analysis, Group, Inputs, PlanContext, Stored, given, speed_knob
 from .attacks import AttackConfig, attack_config, perturb
-from .directions import Directions, compute_directions, on_params, unit
+from .directions import Directions, compute_directions, load_directions, on_params, unit
 from .dryrun import BOOL, F64, Plan, Tally, arrays_bytes
 from .params import ParamDict, combine, eval_mode, forward_at, functional_forward, named_params
 from .store import MASKS, Grid, resolve_grid
@@ -253,6 +254,7 @@ class Smoothness(Analysis):
     name: ClassVar[str] = "smoothness"
     grid: ClassVar[bool] = True
     axes: ClassVar[tuple[str, ...]] = ("radius",)
+    ranges: ClassVar[dict[str, bool]] = {"radii": True}
 
     attack: AttackConfig
     radii: tuple[float, ...] = DEFAULT_RADIUS
@@ -265,6 +267,18 @@ class Smoothness(Analysis):
     batch_size: int = speed_knob(1024)
     seed: int = 0
     directions: Directions | None = given()
+
+    def with_files(self, inputs: Inputs | None, results_file: str | Path | None) -> Smoothness:
+        """Eigen directions from a stored `hessian_group`, read for `compute`."""
+        count = self.count or (4 if self.dirs == "random" else 1)
+        loaded = load_directions(
+            self.dirs,
+            inputs.model,
+            count,
+            hessian_group=self.hessian_group,
+            results_file=results_file,
+        )
+        return self if loaded is None else replace(self, directions=loaded)
 
     def profiled(self) -> tuple[str, ...]:
         return check_norms(self.norms, self.attack.eps)

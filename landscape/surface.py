@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,7 +30,7 @@ from torch.func import vmap
 
 from .analysis import Analysis, Group, Inputs, PlanContext, Stored, given, speed_knob
 from .attacks import AttackConfig, attack_config, perturb
-from .directions import FILE_KINDS, Directions, compute_directions, on_params
+from .directions import FILE_KINDS, Directions, compute_directions, load_directions, on_params
 from .dryrun import BOOL, F32, F64, Plan, Tally, arrays_bytes
 from .params import (
     ParamDict,
@@ -370,6 +371,7 @@ class Surface(Analysis):
     name: ClassVar[str] = "surface"
     grid: ClassVar[bool] = True
     axes: ClassVar[tuple[str, ...]] = ("x", "y")
+    ranges: ClassVar[dict[str, bool]] = {"xrange": False, "yrange": False}
 
     attack: AttackConfig
     dirs: str = "filter"
@@ -400,6 +402,21 @@ class Surface(Analysis):
                 "(directions.load_directions); pass them as `directions`",
                 argument="dirs",
             )
+
+    def with_files(self, inputs: Inputs | None, results_file: str | Path | None) -> Surface:
+        """`interp`, `pca` and stored `eigen` directions, read for `compute`."""
+        loaded = load_directions(
+            self.dirs,
+            inputs.model,
+            self.dim,
+            hessian_group=self.hessian_group,
+            results_file=results_file,
+            other=self.other,
+            trajectory=self.trajectory,
+            spec=inputs.spec,
+            orthogonal=self.orthogonal,
+        )
+        return self if loaded is None else replace(self, directions=loaded)
 
     def shape(self, inputs: Inputs) -> tuple[int, ...]:
         ys = self.yrange if self.yrange is not None else self.xrange

@@ -606,6 +606,7 @@ class Toy(Analysis):
     figure uses, after defaults). `points` per theta axis; `device` runs the swish PGD."""
 
     name: ClassVar[str] = "toy"
+    takes: ClassVar[str] = "nothing"
 
     figure: str
     points: int = DEFAULT_GRID

@@ -30,9 +30,10 @@ a = {{ {TINY}, epochs = 1 }}
 collect = "traces"
 each = ["a"]
 [[quick.steps]]
-command = "hessian"
+analysis = "hessian"
 each = ["a"]
-args = ["{{ckpt}}", "--eps", "{{eps}}", "--top", "2", "--samples", "64", "--random-samples", "1", "--name", "{{id}}"]
+options = {{ top = 2, random_samples = 1 }}
+data = {{ samples = 64 }}
 """,
     # the same model under another id, a toy figure and a collected schedule
     "shares": f"""
@@ -40,17 +41,19 @@ name = "shares"
 [quick.models]
 same = {{ {TINY}, epochs = 1 }}
 [[quick.steps]]
-command = "toy"
-args = ["liu-fig5"]
+analysis = "toy"
+name = "liu-fig5"
+options = {{ figure = "liu-fig5" }}
 [[quick.steps]]
 collect = "schedules"
 name = "s"
 epochs = 4
 curves = {{ linear = {{ kind = "linear", target = 0.2, eps_max = 0.4 }} }}
 [[quick.steps]]
-command = "surface"
+analysis = "surface"
 each = ["same"]
-args = ["{{ckpt}}", "--eps", "{{eps}}", "--range", "-1:1:3", "--samples", "32", "--name", "{{id}}"]
+options = {{ xrange = "-1:1:3" }}
+data = {{ samples = 32 }}
 """,
 }
 

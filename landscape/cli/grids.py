@@ -98,7 +98,6 @@ def surface_cmd(
 ) -> None:
     """Loss surface around a checkpoint in 1D or 2D: clean and adversarial loss and error."""
     from ..attacks import attack_config
-    from ..directions import load_directions
     from ..surface import Surface, parse_range
 
     if yrange is not None and dim == 1:
@@ -106,17 +105,6 @@ def surface_cmd(
     xs = tuple(parse_range(xrange))
     ys = tuple(parse_range(yrange or xrange, "yrange")) if dim == 2 else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    given = load_directions(
-        dirs,
-        inputs.model,
-        dim,
-        hessian_group=hessian_group,
-        results_file=out,
-        other=other,
-        trajectory=trajectory,
-        spec=inputs.spec,
-        orthogonal=orthogonalize,
-    )
     jobs = []
     for eps, run in eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d"):
         attack = attack_config(
@@ -137,8 +125,7 @@ def surface_cmd(
             batch_size=batch_size,
             points_per_batch=points_per_batch,
             seed=seed,
-            directions=given,
-        )
+        ).with_files(inputs, out)
         job.check(inputs)
         jobs.append((inputs, job, run, f"eps {eps:.4g}"))
     run_jobs("surface", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)
@@ -184,12 +171,10 @@ def cosine_cmd(
     """Perturbation cosine along the top eigenvector and a random direction (Liu et al. Fig. 3)."""
     from ..attacks import attack_config
     from ..cosine import Cosine
-    from ..directions import load_directions
     from ..surface import parse_range
 
     alphas = tuple(parse_range(arange))
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    top = load_directions("eigen", inputs.model, 1, hessian_group=hessian_group, results_file=out)
     jobs = []
     for eps, run in eps_runs(checkpoint, name, eps_list, norm=norm):
         attack = attack_config(
@@ -202,8 +187,7 @@ def cosine_cmd(
             hessian_group=hessian_group,
             batch_size=batch_size,
             seed=seed,
-            directions=None if top is None else {"top": top.vectors[0]},
-        )
+        ).with_files(inputs, out)
         job.check(inputs)
         jobs.append((inputs, job, run, f"eps {eps:.4g}"))
     run_jobs("cosine", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)
@@ -273,15 +257,12 @@ def smoothness_cmd(
     --eps is the L-inf budget; the L2 budget follows --l2-match (or --l2-eps); --norm is
     not used (both norms are profiled). Eigen directions are those of the L-inf L_eps."""
     from ..attacks import attack_config
-    from ..directions import load_directions
     from ..smoothness import Smoothness
     from ..surface import parse_range
 
     rs = tuple(parse_range(radii, "radii", log=True))
     chosen = tuple(n.strip() for n in norms.split(",") if n.strip()) if norms is not None else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    k = count or (4 if dirs == "random" else 1)
-    given = load_directions(dirs, inputs.model, k, hessian_group=hessian_group, results_file=out)
     jobs = []
     for eps, run in eps_runs(checkpoint, name, eps_list, dirs=dirs):
         attack = attack_config(
@@ -298,8 +279,7 @@ def smoothness_cmd(
             hessian_group=hessian_group,
             batch_size=batch_size,
             seed=seed,
-            directions=given,
-        )
+        ).with_files(inputs, out)
         job.check(inputs)
         jobs.append((inputs, job, run, f"eps {eps:.4g}"))
     run_jobs("smoothness", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)
