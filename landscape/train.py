@@ -100,7 +100,7 @@ class TrainConfig:
     entropy_start: float = 0.0
     entropy_stop: float | None = None
     awp_gamma: float = 0.0
-    awp_warmup: int = 0
+    awp_warmup: int = 5
     loss: str = "ce"
     trades_beta: float = 6.0
     lr_schedule: str = "constant"
@@ -246,6 +246,15 @@ class TrainConfig:
     def notices(self) -> list[str]:
         """Warnings about a valid config that may not do what its options suggest."""
         out = []
+        if self.awp_gamma > 0 and self.awp_warmup >= self.epochs:
+            out.append(
+                f"--awp-warmup {self.awp_warmup} >= --epochs {self.epochs}: AWP is never applied"
+            )
+        if self.optimizer.startswith("entropy-sgd") and self.entropy_start >= self.epochs:
+            out.append(
+                f"--entropy-start {self.entropy_start:g} >= --epochs {self.epochs}: "
+                "EntropySGD never runs (plain SGD steps only)"
+            )
         if self.periods and not self.schedule().changes(float(self.epochs))[0]:
             out.append(
                 "--periods with an LR that does not decay resets only eps; Liu et al.'s "

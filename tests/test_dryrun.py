@@ -175,7 +175,7 @@ def test_smoothness_counts(digits_run, tmp_path, capsys, counter):
          "--eps-schedule", "linear", "--eps-min", "-0.04", "--eps-warmup", "1", "--periods", "1"],
         # the training-subset evaluation adds passes and /eval columns, early stopping best.pt
         ["--eval-every", "1", "--eval-samples", "50", "--eval-train-samples", "60", "--early-stop",
-         "--lr-schedule", "cosine", "--periods", "1"],
+         "--lr-schedule", "cosine", "--periods", "1", "--awp", "0.01", "--awp-warmup", "1"],
     ],
     ids=["trades-awp-schedule", "entropy-sgd-periods", "eval-train-early-stop"],
 )  # fmt: skip

@@ -233,7 +233,7 @@ def test_awp_perturbation_size_and_exact_restore(digits):
 
     # One AWP gradient: the model's tensors come back bit-identical, the gradient is the
     # one at theta + v (checked on a perturbed copy, same examples), 1-D parameters too.
-    cfg = TrainConfig(optimizer="sgd", awp_gamma=gamma)
+    cfg = TrainConfig(optimizer="sgd", awp_gamma=gamma, awp_warmup=0)
     rule = UpdateRule(model, cfg)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     fixed = BatchLoss(None, bl.generator)  # eps 0 in the batch loss: x_adv given below
@@ -302,7 +302,11 @@ def trace(path):
 
 @pytest.mark.parametrize(
     "extra",
-    [dict(optimizer="entropy-sgd"), dict(optimizer="entropy-sgd2", awp_gamma=0.01, loss="trades")],
+    [
+        dict(optimizer="entropy-sgd"),
+        # AWP from the resumed epoch on
+        dict(optimizer="entropy-sgd2", awp_gamma=0.01, awp_warmup=1, loss="trades"),
+    ],
     ids=["entropy-sgd", "entropy-sgd2-awp-trades"],
 )
 def test_entropy_sgd_resume_is_exact(tmp_path, extra):
@@ -493,26 +497,27 @@ def test_cli_trains_entropy_sgd_with_awp_and_trades(tmp_path, capsys):
     assert code == 2 and "mart" in io.err and not (tmp_path / "bad").exists()
 
 
-METHODS = {
-    "AT": dict(optimizer="sgd", lr=0.05),
-    "AT+EnSGD": dict(optimizer="entropy-sgd", lr=1.0, entropy_gamma=1.0, langevin_steps=5),
-    "AWP": dict(optimizer="sgd", lr=0.05, awp_gamma=0.01),
-    "AWP+EnSGD": dict(
-        optimizer="entropy-sgd", lr=1.0, entropy_gamma=1.0, langevin_steps=5, awp_gamma=0.005
-    ),
-    "TRADES": dict(optimizer="sgd", lr=0.05, loss="trades"),
+# Each method with its defaults (no --lr: the paper's rate), as a user runs it. AWP is off
+# for the first 5 epochs by default (Kanai et al. E.3), so its run has one AWP epoch more.
+DEFAULTS = {
+    "entropy-sgd": (dict(optimizer="entropy-sgd"), 4),
+    "entropy-sgd2": (dict(optimizer="entropy-sgd2"), 4),
+    "awp": (dict(awp_gamma=0.01), 6),
+    "trades": (dict(loss="trades"), 4),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_beats_the_constant_classifier(tmp_path, method):
-    """Digits, LeNet w=4, 4 epochs at eps 0.1: robust test error clearly below the constant
-    classifier's 0.9 (measured 0.31-0.65). EntropySGD runs with gamma = 1 and lr = 1 (see
-    `optim.EntropySGD`: the E.1 values move theta gamma times slower)."""
+@pytest.mark.parametrize("method", list(DEFAULTS))
+def test_each_methods_defaults_beat_the_constant_classifier(tmp_path, method):
+    """Digits, LeNet w=4 at eps 0.1, no option but the method's: the robust test error is
+    clearly below the constant classifier's 0.896 (measured 0.42-0.55; Adam alone is the
+    20-epoch acceptance test of test_train). At eps 0.2 for 8 epochs (the issue's command)
+    the same defaults measured 0.69-0.80."""
+    options, epochs = DEFAULTS[method]
     r = train(
-        TrainConfig(arch="lenet", width=4, epochs=4, eps=0.1, **METHODS[method]),
+        TrainConfig(arch="lenet", width=4, epochs=epochs, eps=0.1, **options),
         tmp_path,
         device="cpu",
     )
-    assert r.test_robust_error < 0.75 and r.test_clean_error < 0.6
+    assert r.test_robust_error < 0.75 and r.test_clean_error < 0.6 and not r.warnings

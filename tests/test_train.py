@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import h5py
@@ -265,6 +266,12 @@ def test_eval_train_samples_records_training_subset_curves(tmp_path):
         assert evals["train_robust_error"][k] == ev.adv_error
         assert evals["train_clean_loss"][k] == ev.clean_loss
     assert not np.array_equal(evals["train_robust_error"], evals["robust_error"])
+    # Evaluating leaves training untouched: the same run without /eval ends bit-identical.
+    plain = dataclasses.replace(cfg, eval_every=0, eval_train_samples=0)
+    train(plain, tmp_path / "plain", device="cpu")
+    a = read_checkpoint(tmp_path / "t" / "final.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "plain" / "final.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_chance_level_ends_with_a_warning(tmp_path, capsys):
