@@ -110,7 +110,7 @@ from .common import (
     type=float,
     default=0.0,
     show_default=True,
-    help="Epoch EntropySGD starts; before it, plain SGD at lr * gamma (entropy-sgd2: lr).",
+    help="Epoch EntropySGD starts; before it, plain SGD steps at --lr (Kanai et al. E.3: 5).",
 )
 @click.option(
     "--entropy-stop",
@@ -131,8 +131,8 @@ from .common import (
     type=click.IntRange(min=0),
     default=5,
     show_default=True,
-    help="Epochs without AWP at the start (Kanai et al. E.3, following Wu et al.: 5; "
-    "F.2 with TRADES: 10; CIFAR-10 in E.1: 0).",
+    help="Epochs without AWP at the start (Kanai et al. E.3 following Wu et al.: 5; "
+    "F.2 with TRADES: 10; E.1 on CIFAR-10 names none: 0).",
 )
 @click.option(
     "--loss",
