@@ -66,6 +66,7 @@ def epoch_seconds(
         batch_size=args.batch_size,
         lr=0.01,
         langevin_steps=args.langevin_steps,
+        awp_warmup=0,  # the timed epoch is AWP's, not its warmup's
         **METHODS[name],
     )
     torch.manual_seed(0)

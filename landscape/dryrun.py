@@ -404,10 +404,11 @@ def train_plan(
 ) -> Plan:
     """`landscape train` (a `TrainConfig`): per mini-batch the attack at the scheduled eps
     (TRADES adds a clean forward), AWP's proxy gradient when on, and the training pass
-    (TRADES: two forwards); test evaluations every `eval_every` epochs and at the end."""
+    (TRADES: two forwards); test evaluations every `eval_every` epochs (and of the training
+    subset with `eval_train_samples`) and at the end."""
     from .checkpoint import model_spec
     from .data import load_dataset
-    from .train import EVAL_COLUMNS, TRACE_COLUMNS
+    from .train import TRACE_COLUMNS
 
     config.validate()
     X, y = load_dataset(config.dataset, "train", data_root, device)
@@ -443,21 +444,19 @@ def train_plan(
                     tally.add("input_grad", b, b, target.steps)
                 tally.add("weight_grad", b, b, forwards * (2 if awp else 1))
             index += step
-        finished = epoch + 1
-        if config.eval_every and (finished % config.eval_every == 0 or finished == config.epochs):
+        if config.evaluates_after(epoch + 1):
             tally.evaluate(min(config.eval_samples, n_test), 500, target)
+            if config.eval_train_samples:
+                tally.evaluate(min(config.eval_train_samples, n), 500, target)
     if start is not None:
         tally.evaluate(n_test, 500, target)
-    evals = sum(
-        1
-        for e in range(1, config.epochs + 1)
-        if config.eval_every and (e % config.eval_every == 0 or e == config.epochs)
-    )
+    evals = sum(1 for e in range(1, config.epochs + 1) if config.evaluates_after(e))
     files = 2 + len(config.save_epochs) + (len(schedule.periods.ends()) if config.periods else 0)
+    files += int(config.early_stop)  # best.pt
     model = _fresh_model(spec, device)
     rows = config.epochs * per_epoch
     result = files * _state_bytes(model) + rows * len(TRACE_COLUMNS) * F64
-    result += evals * len(EVAL_COLUMNS) * F64
+    result += evals * len(config.eval_columns) * F64
     tally.notes.append(
         f"{files} checkpoints of {size_text(_state_bytes(model))} and a trace of {rows} rows; "
         "resume.pt is rewritten every epoch and removed at the end"

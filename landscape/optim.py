@@ -243,31 +243,39 @@ class EntropySGD(UpdateRule):
     One outer step on theta runs L Langevin steps, each on a fresh mini-batch with PGD
     examples made at the inner weights theta' (held in the model meanwhile):
 
-        theta' <- theta' - eta' (grad l(theta') + gamma (theta' - theta)) + sqrt(eta') eps_E N(0, I)
+        b      <- m b + grad l(theta')                              (b starts at 0)
+        theta' <- theta' - eta' (b + gamma (theta' - theta)) + sqrt(eta') eps_E N(0, I)
         mu     <- (1 - alpha) mu + alpha theta'                      (mu starts at theta)
 
-    alpha weighs the newest theta' (Alg. 1 line 12; Chaudhari et al.'s code puts its 0.75 on
-    the old mean instead). The rule then restores theta exactly and hands the gradient of
-    -F (eq. 11), gamma (theta - mu), to SGD with the run's lr (eta), momentum, Nesterov flag
-    and weight decay. Alg. 1's line 10 has a sign typo: the inner step descends the loss,
-    as in Chaudhari et al. Alg. 1. An epoch is still one pass over the data, so it has
-    about n_batches / L outer steps; the last one of an epoch runs on the batches left
-    (fewer than L), so no state crosses an epoch. eta' is constant (the LR schedule drives
-    eta). Running means are kept of the deviation theta' - theta, which is the same
-    arithmetic shifted by theta but spares fp32 the cancellation of theta - mu. Noise comes
-    from a generator on the model's device seeded with seed + 3. Each trace row is one
-    Langevin step: loss, error and ||grad l|| at theta' (+ v with AWP).
+    m is --inner-momentum, by default the run's --momentum (Nesterov with --nesterov: b is
+    replaced by grad + m b), as in Chaudhari et al.'s code, which Kanai et al. build on (E);
+    m = 0 gives Alg. 1 lines 10-11 as printed. Without it, L steps of eta' = 0.1 move theta'
+    about ten times less than L momentum-0.9 SGD steps at the same rate, and the defaults
+    do not train digits in 8 epochs. alpha weighs the newest theta' (Alg. 1 line 12;
+    Chaudhari et al.'s code puts its 0.75 on the old mean instead). Alg. 1's line 10 has a
+    sign typo: the inner step descends the loss, as in Chaudhari et al. Alg. 1. The rule
+    then restores theta exactly and takes the outer step with --lr as the paper's eta:
 
-    Scale: with eq. 11's gamma the step is eta gamma (theta - mu), gamma times the step of
-    Chaudhari et al.'s code (which hands theta - mu to SGD) and of Alg. 1 line 18 at zero
-    variance (h = 1/gamma). The paper's eta = 0.1 with gamma = 0.03 belongs to that
-    convention; here it is --lr 0.1/0.03 (or entropy-sgd2 at --lr 0.1).
+        theta <- theta - eta (theta - mu)
+
+    This is Alg. 1 line 18 (eq. 77), theta - eta gamma h * (theta - mu), at the first-order
+    h = 1/gamma (the variance dropped): the gradient of -F, gamma (theta - mu) (eq. 11),
+    scaled by 1/gamma, as Chaudhari et al.'s code does. So E.1's eta = 0.1 is --lr 0.1, and
+    the second-order rule differs from this one by h alone. The direction theta - mu goes
+    to SGD with the run's momentum, Nesterov flag and weight decay.
+
+    An epoch is still one pass over the data, so it has about n_batches / L outer steps;
+    the last one of an epoch runs on the batches left (fewer than L), so no state crosses
+    an epoch. eta' is constant (the LR schedule drives eta). Running means are kept of the
+    deviation theta' - theta, which is the same arithmetic shifted by theta but spares fp32
+    the cancellation of theta - mu. Noise comes from a generator on the model's device
+    seeded with seed + 3. Each trace row is one Langevin step: loss, error and ||grad l||
+    at theta' (+ v with AWP).
 
     Window: EntropySGD runs from epoch `entropy_start` until `entropy_stop`; outside it the
-    rule takes plain mini-batch steps with the same SGD state (Kanai et al. E: no EnSGD for
-    the first 5 epochs on SVHN, 10 with TRADES+AWP; F.2 "tuned": back to SGD at epoch 150).
-    Those steps run at lr * `plain_lr_scale`, the paper's SGD rate of the same schedule:
-    gamma here, since --lr is eta / gamma, and 1 for the second-order rule.
+    rule takes plain mini-batch SGD steps at --lr with the same SGD state (Kanai et al. E:
+    no EnSGD for the first 5 epochs on SVHN, 10 with TRADES+AWP; F.2 "tuned": back to SGD
+    at epoch 150; E.1: "the learning rates of SGD and EntropySGD are set to 0.1").
     """
 
     second_order = False
@@ -277,6 +285,10 @@ class EntropySGD(UpdateRule):
         self.gamma = config.entropy_gamma
         self.noise = config.entropy_noise
         self.inner_lr = config.inner_lr
+        self.inner_momentum = (
+            config.momentum if config.inner_momentum is None else config.inner_momentum
+        )
+        self.nesterov = config.nesterov
         self.steps = config.langevin_steps
         self.alpha = config.mean_alpha
         self.start = config.entropy_start
@@ -284,6 +296,7 @@ class EntropySGD(UpdateRule):
         tensors = list(self.params.values())
         self.anchor = [torch.zeros_like(p) for p in tensors]
         self.mean = [torch.zeros_like(p) for p in tensors]
+        self.velocity = [torch.zeros_like(p) for p in tensors] if self.inner_momentum else []
         self.square = [torch.zeros_like(p) for p in tensors] if self.second_order else []
         device = tensors[0].device
         self.generator = make_generator(config.seed + NOISE_SEED_OFFSET, device)
@@ -297,20 +310,17 @@ class EntropySGD(UpdateRule):
         )
         return [chunk.view_as(p) for chunk, p in zip(flat.split([p.numel() for p in like]), like)]
 
-    @property
-    def plain_lr_scale(self) -> float:
-        return 1.0 if self.second_order else self.gamma
-
     def step(
         self, draw: Callable[[], tuple[Tensor, Tensor] | None], ctx: StepContext
     ) -> list[BatchStats]:
         if not self.start <= ctx.epoch < self.stop:
-            self.set_lr(ctx.lr * self.plain_lr_scale)
             return super().step(draw, ctx)
         params = list(self.params.values())
         with torch.no_grad():
             torch._foreach_copy_(self.anchor, params)
             torch._foreach_zero_(self.mean)
+            if self.velocity:
+                torch._foreach_zero_(self.velocity)
             if self.second_order:
                 torch._foreach_zero_(self.square)
         stats: list[BatchStats] = []
@@ -321,6 +331,14 @@ class EntropySGD(UpdateRule):
             stats.append(self.gradient(*batch, ctx))
             with torch.no_grad():
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+                if self.velocity:
+                    torch._foreach_mul_(self.velocity, self.inner_momentum)
+                    torch._foreach_add_(self.velocity, grads)
+                    grads = (
+                        torch._foreach_add(grads, self.velocity, alpha=self.inner_momentum)
+                        if self.nesterov
+                        else self.velocity
+                    )
                 deviation = torch._foreach_sub(params, self.anchor)
                 torch._foreach_add_(
                     params,
@@ -347,8 +365,8 @@ class EntropySGD(UpdateRule):
         return stats
 
     def outer_gradient(self) -> list[Tensor]:
-        """gamma (theta - mu) (eq. 11), from the running mean of theta' - theta."""
-        return torch._foreach_mul(self.mean, -self.gamma)
+        """theta - mu (eq. 11's gradient over gamma), from the running mean of theta' - theta."""
+        return torch._foreach_neg(self.mean)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "noise": self.generator.get_state()}
@@ -390,3 +408,11 @@ RULES: dict[str, Callable[[nn.Module, TrainConfig], UpdateRule]] = {
     "entropy-sgd": EntropySGD,
     "entropy-sgd2": EntropySGD2,
 }
+
+DEFAULT_LR: dict[str, float] = {
+    "sgd": 0.1,  # Kanai et al. E.1 and Liu et al. C.1 (ResNet-18): SGD, momentum 0.9
+    "adam": 1e-3,  # Liu et al. C.1 (VGG); Kingma and Ba's default
+    "entropy-sgd": 0.1,  # Kanai et al. E.1: eta = 0.1
+    "entropy-sgd2": 0.1,  # the same eta (App. D)
+}
+"""The learning rate (eta for EntropySGD) each optimizer gets when --lr is not given."""

@@ -2,7 +2,9 @@
 
 All schedules are functions of the (fractional) epoch d = epoch + batch / batches_per_epoch.
 Periodic adversarial scheduling maps d into its period and rescales it to the whole run,
-so the schedule inside each period is the full schedule compressed to that period.
+so the schedule inside each period is the full schedule compressed to that period (Liu et
+al. sec. 5: "calculated based on the ratio of the current epoch index to the current
+period length"; C.1, Fig. 6).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from .util import BadInput
 
 EPS_SCHEDULES = ("constant", "linear", "cosine")
-LR_SCHEDULES = ("constant", "step", "exponential")
+LR_SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,14 @@ class Periods:
 
     def local(self, d: float) -> float:
         """d mapped into its period and rescaled to the whole run's length."""
+        if not self.resets:
+            return d
         b = self.bounds
         k = self.index(d)
         start, end = b[k], b[k + 1]
-        return (d - start) * self.total / (end - start)
+        # Rounded to 1e-9 epochs: d - start carries float error (5 + 2/6 - 4 scaled by 3
+        # gives 3.9999999999999996), which would move a milestone by one mini-batch.
+        return round((d - start) * self.total / (end - start), 9)
 
     def ends(self) -> list[float]:
         """The epochs at which each period ends (a snapshot is taken there)."""
@@ -84,8 +90,10 @@ class EpsSchedule:
 @dataclass(frozen=True)
 class LrSchedule:
     """constant; step (times gamma at each milestone); exponential (geometric from lr
-    to lr_final between two epochs, the VGG schedule of C.1); an optional linear
-    warmup from 0 over the first `warmup` epochs multiplies any of them (C.2.3)."""
+    to lr_final between two epochs A, B, the VGG schedule of C.1); cosine (annealing from
+    lr to lr_final, default 0, between A and B: the cycle of snapshot ensembles, Liu et
+    al.'s [24]); an optional linear warmup from 0 over the first `warmup` epochs multiplies
+    any of them (C.2.3)."""
 
     kind: str
     lr: float
@@ -102,10 +110,11 @@ class LrSchedule:
             )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise BadInput(f"learning rate must be a finite number > 0, got {self.lr}")
-        if self.kind == "exponential":
-            if self.decay_window is None or self.lr_final is None:
+        if self.kind in ("exponential", "cosine"):
+            if self.decay_window is None or (self.kind == "exponential" and self.lr_final is None):
+                needs = " and {arg:lr_final}" if self.kind == "exponential" else ""
                 raise BadInput(
-                    "the exponential LR schedule needs {arg} A,B and {arg:lr_final}",
+                    f"the {self.kind} LR schedule needs {{arg}} A,B{needs}",
                     argument="lr_decay_epochs",
                 )
             a, b = self.decay_window
@@ -114,18 +123,30 @@ class LrSchedule:
                     f"{{arg}} {a},{b}: the end must come after the start",
                     argument="lr_decay_epochs",
                 )
-            if not self.lr_final > 0:
-                raise BadInput(f"{{arg}} must be > 0, got {self.lr_final}", argument="lr_final")
+            final = self.final
+            if not (math.isfinite(final) and (final > 0 or (self.kind == "cosine" and final == 0))):
+                raise BadInput(
+                    f"{{arg}} must be > 0 (>= 0 for the cosine schedule), got {final}",
+                    argument="lr_final",
+                )
         if list(self.milestones) != sorted(self.milestones):
             raise BadInput(f"LR milestones {list(self.milestones)} must be increasing")
+
+    @property
+    def final(self) -> float:
+        """The rate the exponential or cosine decay ends at."""
+        return 0.0 if self.lr_final is None else float(self.lr_final)
 
     def __call__(self, d: float) -> float:
         if self.kind == "step":
             value = self.lr * self.gamma ** bisect.bisect_right(self.milestones, d)
-        elif self.kind == "exponential":
+        elif self.kind in ("exponential", "cosine"):
             a, b = self.decay_window  # type: ignore[misc]
             r = min(max((d - a) / (b - a), 0.0), 1.0)
-            value = self.lr * (self.lr_final / self.lr) ** r  # type: ignore[operator]
+            if self.kind == "exponential":
+                value = self.lr * (self.final / self.lr) ** r
+            else:
+                value = self.final + (self.lr - self.final) * 0.5 * (1 + math.cos(math.pi * r))
         else:
             value = self.lr
         if self.warmup > 0 and d < self.warmup:
@@ -149,3 +170,10 @@ class Schedule:
 
     def lr_at(self, d: float) -> float:
         return self.lr(self.local(d))
+
+    def changes(self, total: float, samples: int = 1001) -> tuple[bool, bool]:
+        """(whether the LR decays, whether eps changes) over a run of `total` epochs: what
+        a periodic reset would restart. The LR decays when it ends a run below its peak."""
+        grid = [total * k / samples for k in range(samples)]
+        lrs = [self.lr(d) for d in grid]
+        return lrs[-1] < max(lrs), len({self.eps(d) for d in grid}) > 1

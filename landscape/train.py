@@ -4,8 +4,10 @@ Layout of an output folder:
     init.pt              theta_0
     epoch_NNN.pt         checkpoints at --save-epochs
     period_K.pt          one snapshot at the end of each period (periodic scheduling)
+    best.pt              with --early-stop: the evaluated epoch of lowest robust test error
     final.pt             the last model
     trace.h5             /trace: one row per mini-batch; /eval: per-epoch test metrics
+                         (and training-subset metrics with --eval-train-samples)
     resume.pt            everything needed to continue after a kill (removed at the end)
 
 Resuming restarts from the last finished epoch with the saved RNG and optimizer
@@ -32,7 +34,7 @@ from . import distributed, store
 from .attacks import AttackConfig, attack_config, evaluate
 from .checkpoint import build_from_spec, model_spec, read_checkpoint, save_checkpoint
 from .data import augment, batches, dataset_info, load_dataset
-from .optim import LOSSES, RULES, BatchLoss, BatchStats, StepContext, UpdateRule
+from .optim import DEFAULT_LR, LOSSES, RULES, BatchLoss, BatchStats, StepContext, UpdateRule
 from .params import eval_mode, global_norm
 from .schedules import EpsSchedule, LrSchedule, Periods, Schedule
 from .util import BadInput, atomic_path, make_generator
@@ -48,6 +50,13 @@ TRACE_COLUMNS = (
     "distance_from_init",
 )
 EVAL_COLUMNS = ("epoch", "wall_time", "clean_error", "robust_error", "clean_loss", "robust_loss")
+# With --eval-train-samples N: the same metrics on the first N training images (no augmentation).
+EVAL_TRAIN_COLUMNS = (
+    "train_clean_error",
+    "train_robust_error",
+    "train_clean_loss",
+    "train_robust_loss",
+)
 OPTIMIZERS = tuple(RULES)
 RESUME_KEYS = {
     "config",
@@ -78,19 +87,20 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float | None = None
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
     entropy_gamma: float = 0.03
     entropy_noise: float = 1e-4
     inner_lr: float = 0.1
+    inner_momentum: float | None = None
     langevin_steps: int = 20
     mean_alpha: float = 0.75
     entropy_start: float = 0.0
     entropy_stop: float | None = None
     awp_gamma: float = 0.0
-    awp_warmup: int = 0
+    awp_warmup: int = 5
     loss: str = "ce"
     trades_beta: float = 6.0
     lr_schedule: str = "constant"
@@ -111,13 +121,30 @@ class TrainConfig:
     save_epochs: tuple[int, ...] = ()
     eval_every: int = 0
     eval_samples: int = 1000
+    eval_train_samples: int = 0
+    early_stop: bool = False
     augment: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # No --lr: the optimizer's paper default (`optim.DEFAULT_LR`), stored resolved so
+        # that the config names the rate the run used.
+        if self.lr is None and self.optimizer in DEFAULT_LR:
+            object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
 
     def as_dict(self) -> dict[str, Any]:
         return {
             k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
         }
+
+    @property
+    def eval_columns(self) -> tuple[str, ...]:
+        """The columns of trace.h5's /eval."""
+        return EVAL_COLUMNS + (EVAL_TRAIN_COLUMNS if self.eval_train_samples else ())
+
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (1-based) ends with a row of /eval."""
+        return bool(self.eval_every) and (epoch % self.eval_every == 0 or epoch == self.epochs)
 
     def schedule(self) -> Schedule:
         warmup = float(self.eps_warmup) if self.eps_warmup is not None else float(self.epochs)
@@ -125,6 +152,8 @@ class TrainConfig:
         window = tuple(self.lr_decay_epochs) if self.lr_decay_epochs else None
         if window is not None and len(window) != 2:
             raise BadInput(f"--lr-decay-epochs takes two epochs A,B, got {list(window)}")
+        if window is None and self.lr_schedule == "cosine":
+            window = (0.0, float(self.epochs))  # one cosine over the run (over each period)
         lr = LrSchedule(
             self.lr_schedule,
             self.lr,
@@ -179,6 +208,12 @@ class TrainConfig:
                 "--entropy-start/--entropy-stop set the EntropySGD window; "
                 "use them with --optimizer entropy-sgd or entropy-sgd2"
             )
+        for flag, value in (
+            ("--momentum", self.momentum),
+            ("--inner-momentum", self.inner_momentum),
+        ):
+            if value is not None and not 0 <= value < 1:
+                raise BadInput(f"{flag} must lie in [0, 1), got {value}")
         if self.awp_warmup < 0:
             raise BadInput(f"--awp-warmup must be >= 0 epochs, got {self.awp_warmup}")
         for flag, value in (("--gamma", self.entropy_gamma), ("--inner-lr", self.inner_lr)):
@@ -191,8 +226,42 @@ class TrainConfig:
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise BadInput(f"{flag} must be a finite number >= 0, got {value}")
-        self.schedule()
+        if self.eval_train_samples < 0:
+            raise BadInput(f"--eval-train-samples must be >= 0, got {self.eval_train_samples}")
+        if self.early_stop and not self.eval_every:
+            raise BadInput(
+                "--early-stop keeps the epoch of the best robust test accuracy among the "
+                "evaluations: give --eval-every N (Kanai et al. evaluate every epoch: 1)"
+            )
+        schedule = self.schedule()
+        if self.periods and not any(schedule.changes(float(self.epochs))):
+            raise BadInput(
+                "--periods resets the LR and eps schedules, but both are constant here, so "
+                "nothing would reset: give a decaying --lr-schedule (step, exponential, "
+                "cosine) or an eps warmup (--eps-schedule), or use --save-epochs for "
+                "snapshots of one run"
+            )
         self.target_attack()
+
+    def notices(self) -> list[str]:
+        """Warnings about a valid config that may not do what its options suggest."""
+        out = []
+        if self.awp_gamma > 0 and self.awp_warmup >= self.epochs:
+            out.append(
+                f"--awp-warmup {self.awp_warmup} >= --epochs {self.epochs}: AWP is never applied"
+            )
+        if self.optimizer.startswith("entropy-sgd") and self.entropy_start >= self.epochs:
+            out.append(
+                f"--entropy-start {self.entropy_start:g} >= --epochs {self.epochs}: "
+                "EntropySGD never runs (plain SGD steps only)"
+            )
+        if self.periods and not self.schedule().changes(float(self.epochs))[0]:
+            out.append(
+                "--periods with an LR that does not decay resets only eps; Liu et al.'s "
+                "periodic runs (sec. 5, Table 1, C.1) also reset a decaying LR "
+                "(--lr-schedule step, exponential or cosine)"
+            )
+        return out
 
 
 def make_batch_loss(
@@ -231,6 +300,9 @@ class TrainResult:
     elapsed_s: float
     resumed_from_epoch: int
     snapshots: tuple[Path, ...] = field(default_factory=tuple)
+    best: Path | None = None  # best.pt with --early-stop
+    best_epoch: int | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def _rng_state(gens: dict[str, torch.Generator]) -> dict[str, Tensor]:
@@ -335,16 +407,21 @@ def train(
     if done is not None:
         resume_path.unlink(missing_ok=True)  # left by a kill just after final.pt
         m = done["train"].get("metrics", {})
+        clean, robust = m.get("test_clean_error", math.nan), m.get("test_robust_error", math.nan)
+        best_epoch = done["train"].get("best_epoch")
         return TrainResult(
             out,
             final_path,
             config.epochs,
             int(done["train"].get("step", 0)),
-            m.get("test_clean_error", math.nan),
-            m.get("test_robust_error", math.nan),
+            clean,
+            robust,
             0.0,
             config.epochs,
             tuple(sorted(out.glob("period_*.pt"))),
+            best=out / "best.pt" if best_epoch is not None else None,
+            best_epoch=best_epoch,
+            warnings=tuple(chance_warning(clean, robust, y_test)),
         )
 
     torch.manual_seed(config.seed)
@@ -358,8 +435,9 @@ def train(
     schedule = config.schedule()
     at_eps = make_batch_loss(info.family, config, gens["attack"])
     rows: dict[str, list[float]] = {k: [] for k in TRACE_COLUMNS}
-    evals: dict[str, list[float]] = {k: [] for k in EVAL_COLUMNS}
+    evals: dict[str, list[float]] = {k: [] for k in config.eval_columns}
     start_epoch, step, wall_before = 0, 0, 0.0
+    best: dict[str, float] | None = None  # the epoch --early-stop keeps, with its errors
 
     if state is not None:
         model.load_state_dict(state["model"])
@@ -374,11 +452,13 @@ def train(
             int(state["step"]),
             float(state["wall_time"]),
         )
+        best = state.get("best")
     elif overwrite and distributed.world().is_main:
         for stale in [
             resume_path,
             final_path,
             out / "trace.h5",
+            out / "best.pt",
             *out.glob("epoch_*.pt"),
             *out.glob("period_*.pt"),
         ]:
@@ -460,22 +540,32 @@ def train(
         finished = epoch + 1
         distributed.sync_buffers(model)
         if main:
-            if config.eval_every and (
-                finished % config.eval_every == 0 or finished == config.epochs
-            ):
-                n = min(config.eval_samples, X_test.shape[0])
-                ev = _evaluate(model, X_test[:n], y_test[:n], config)
-                for key, value in zip(
-                    EVAL_COLUMNS,
-                    (finished, wall(), ev.clean_error, ev.adv_error, ev.clean_loss, ev.adv_loss),
-                ):
-                    evals[key].append(float(value))
             train_meta = {
                 "config": config.as_dict(),
                 "epoch": finished,
                 "step": step,
                 "eps": schedule.eps_at(finished - 1e-9),
             }
+            if config.evaluates_after(finished):
+                n = min(config.eval_samples, X_test.shape[0])
+                ev = _evaluate(model, X_test[:n], y_test[:n], config)
+                row = [finished, wall(), ev.clean_error, ev.adv_error, ev.clean_loss, ev.adv_loss]
+                if config.eval_train_samples:
+                    m = min(config.eval_train_samples, X_train.shape[0])
+                    tr = _evaluate(model, X_train[:m], y_train[:m], config)
+                    row += [tr.clean_error, tr.adv_error, tr.clean_loss, tr.adv_loss]
+                for key, value in zip(config.eval_columns, row):
+                    evals[key].append(float(value))
+                if config.early_stop and improves(ev.adv_error, ev.clean_error, best):
+                    best = {
+                        "epoch": finished,
+                        "robust_error": ev.adv_error,
+                        "clean_error": ev.clean_error,
+                        "samples": n,
+                    }
+                    save_checkpoint(
+                        out / "best.pt", model, spec, train={**train_meta, "early_stop": best}
+                    )
             if finished in config.save_epochs:
                 save_checkpoint(out / f"epoch_{finished:03d}.pt", model, spec, train=train_meta)
             if finished in period_ends:
@@ -485,7 +575,7 @@ def train(
                 out / "trace.h5",
                 rows,
                 evals,
-                {**attrs_common, "status": "running", "elapsed_s": wall()},
+                {**attrs_common, **best_attrs(best), "status": "running", "elapsed_s": wall()},
             )
             state = {
                 "config": config.as_dict(),
@@ -498,6 +588,7 @@ def train(
                 "epoch": finished,
                 "step": step,
                 "wall_time": wall(),
+                "best": best,
             }
             with atomic_path(resume_path) as tmp:
                 torch.save(state, tmp)
@@ -539,10 +630,14 @@ def train(
         "eps": schedule.eps_at(config.epochs - 1e-9),
         "metrics": metrics,
         "wall_time": wall(),
+        "best_epoch": None if best is None else best["epoch"],
     }
     # The trace first: final.pt marks the run finished, so everything else must be there.
     write_trace(
-        out / "trace.h5", rows, evals, {**attrs_common, "status": "complete", "elapsed_s": wall()}
+        out / "trace.h5",
+        rows,
+        evals,
+        {**attrs_common, **best_attrs(best), "status": "complete", "elapsed_s": wall()},
     )
     save_checkpoint(final_path, model, spec, train=train_meta)
     resume_path.unlink(missing_ok=True)
@@ -556,7 +651,37 @@ def train(
         wall(),
         start_epoch,
         tuple(sorted(out.glob("period_*.pt"))),
+        best=None if best is None else out / "best.pt",
+        best_epoch=None if best is None else best["epoch"],
+        warnings=tuple(chance_warning(ev.clean_error, ev.adv_error, y_test)),
     )
+
+
+def improves(robust_error: float, clean_error: float, best: Mapping[str, Any] | None) -> bool:
+    """Early stopping's order (Kanai et al. E: the best robust test accuracy): a lower robust
+    error, ties broken by a lower clean error; an equal pair keeps the earlier epoch."""
+    return best is None or (robust_error, clean_error) < (
+        best["robust_error"],
+        best["clean_error"],
+    )
+
+
+def best_attrs(best: Mapping[str, Any] | None) -> dict[str, Any]:
+    """trace.h5 attributes naming the epoch best.pt holds (none without --early-stop)."""
+    return {} if best is None else {"best_epoch": int(best["epoch"])}
+
+
+def chance_warning(clean_error: float, robust_error: float, y: Tensor) -> list[str]:
+    """A warning when the model does no better under attack than the best constant
+    classifier on the test labels `y` (an untrained or collapsed model, Liu et al. Thm. 1)."""
+    constant = 1.0 - torch.bincount(y).max().item() / y.numel()
+    if robust_error < constant:
+        return []
+    return [
+        f"training ended at chance level: test robust error {robust_error:.3f} (clean "
+        f"{clean_error:.3f}) is no better than the constant classifier's {constant:.3f}; "
+        "try another --lr, more --epochs or an eps warmup (--eps-schedule)"
+    ]
 
 
 def _evaluate(model: nn.Module, X: Tensor, y: Tensor, config: TrainConfig):

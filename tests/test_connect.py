@@ -322,7 +322,7 @@ def test_bad_options_are_refused_before_any_output(tmp_path):
     base = ["connect", str(a), str(b), "--out", str(tmp_path / "r.h5"), "--device", "cpu"]
     assert run_cli([*base, "--bn-inputs", "adv"]) == 2  # eps 0
     assert run_cli([*base, "--lr", "-1"]) == 2
-    assert run_cli([*base, "--lr-schedule", "cosine"]) == 2
+    assert run_cli([*base, "--lr-schedule", "cyclic"]) == 2
     assert run_cli([*base, "--points", "1"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]
     with pytest.raises(BadInput, match="not a landscape curve"):

@@ -173,8 +173,11 @@ def test_smoothness_counts(digits_run, tmp_path, capsys, counter):
         # eps is 0 until d = 0.29, so how the window groups mini-batches changes the count
         ["--optimizer", "entropy-sgd", "--langevin-steps", "4", "--entropy-start", "0.5",
          "--eps-schedule", "linear", "--eps-min", "-0.04", "--eps-warmup", "1", "--periods", "1"],
+        # the training-subset evaluation adds passes and /eval columns, early stopping best.pt
+        ["--eval-every", "1", "--eval-samples", "50", "--eval-train-samples", "60", "--early-stop",
+         "--lr-schedule", "cosine", "--periods", "1", "--awp", "0.01", "--awp-warmup", "1"],
     ],
-    ids=["trades-awp-schedule", "entropy-sgd-periods"],
+    ids=["trades-awp-schedule", "entropy-sgd-periods", "eval-train-early-stop"],
 )  # fmt: skip
 def test_train_counts_and_size(options, tmp_path, capsys, counter):
     out = tmp_path / "t"

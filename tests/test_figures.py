@@ -43,7 +43,7 @@ eps = 0.1
 samples = 100
 base = {{ {BASE}, eps = 0.1, epochs = 2 }}
 rows.plain = {{ eps_schedule = "constant" }}
-rows.periodic = {{ periods = [1], ensemble = "period_*.pt" }}
+rows.periodic = {{ periods = [1], lr_schedule = "cosine", ensemble = "period_*.pt" }}
 
 [[quick.steps]]
 collect = "schedules"

@@ -239,6 +239,10 @@ def test_train_killed_at_checkpoint_writes_resumes_identically(tmp_path):
         1,
         "--eval-samples",
         100,
+        # best.pt and the training-subset columns of /eval must survive kills too
+        "--early-stop",
+        "--eval-train-samples",
+        50,
         "--out",
     ]
     ref = tmp_path / "ref"

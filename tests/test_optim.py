@@ -64,15 +64,21 @@ def drawer(data):
 
 def langevin_reference(rule, data, theta, cfg):
     """Kanai et al. Alg. 1 lines 2-14 in float64, written out: the iterates theta'_l,
-    mu (line 12) and xi = E[theta' * theta'] (line 13), with the rule's seeded noise."""
+    mu (line 12) and xi = E[theta' * theta'] (line 13), with the rule's seeded noise. With
+    an inner momentum m the gradient goes through the buffer b <- m b + g first (Nesterov:
+    g + m b), as in Chaudhari et al.'s code; m = 0 is Alg. 1 as printed."""
     gen = torch.Generator().manual_seed(0)
     gen.set_state(rule.generator.get_state())
     W, b = (t.double() for t in theta)
     Wp, bp = W.clone(), b.clone()
     mu, xi = [W.clone(), b.clone()], [W * W, b * b]
     a, lr_in = cfg.mean_alpha, cfg.inner_lr
+    mom = cfg.momentum if cfg.inner_momentum is None else cfg.inner_momentum
+    buf = [torch.zeros_like(W), torch.zeros_like(b)]
     for x, t in data[: cfg.langevin_steps]:
-        gW, gb = least_squares_grad(Wp, bp, x.double(), t.double())
+        g = least_squares_grad(Wp, bp, x.double(), t.double())
+        buf = [mom * u + v for u, v in zip(buf, g)]
+        gW, gb = [v + mom * u for u, v in zip(buf, g)] if cfg.nesterov else buf
         noise = torch.randn(8, generator=gen).double()
         c = math.sqrt(lr_in) * cfg.entropy_noise
         Wp = Wp - lr_in * (gW + cfg.entropy_gamma * (Wp - W)) + c * noise[:6].view(2, 3)
@@ -82,12 +88,27 @@ def langevin_reference(rule, data, theta, cfg):
     return (W, b), mu, xi
 
 
-ENSGD = dict(entropy_gamma=0.5, entropy_noise=0.3, inner_lr=0.2, langevin_steps=4, mean_alpha=0.75)
+ENSGD = dict(
+    entropy_gamma=0.5,
+    entropy_noise=0.3,
+    inner_lr=0.2,
+    inner_momentum=0.0,
+    langevin_steps=4,
+    mean_alpha=0.75,
+)
 
 
-def test_entropy_sgd_outer_steps_match_formula():
-    """Two outer steps: theta <- theta - eta (buf), buf = m buf + gamma (theta - mu) + wd theta."""
-    cfg = TrainConfig(optimizer="entropy-sgd", lr=0.3, momentum=0.9, weight_decay=0.01, **ENSGD)
+@pytest.mark.parametrize(
+    "inner",
+    [dict(), dict(inner_momentum=None), dict(inner_momentum=0.5, nesterov=True)],
+    ids=["alg1", "inner-momentum", "inner-nesterov"],
+)
+def test_entropy_sgd_outer_steps_match_formula(inner):
+    """Two outer steps: theta <- theta - eta buf, buf = m buf + (theta - mu) + wd theta, with
+    --lr as eta (Alg. 1 line 18 at h = 1/gamma); the Langevin steps with and without momentum."""
+    cfg = TrainConfig(
+        optimizer="entropy-sgd", lr=0.3, momentum=0.9, weight_decay=0.01, **{**ENSGD, **inner}
+    )
     model, data = linear_problem(8)
     rule = RULES["entropy-sgd"](model, cfg)
     assert isinstance(rule, EntropySGD) and not isinstance(rule, EntropySGD2)
@@ -100,9 +121,10 @@ def test_entropy_sgd_outer_steps_match_formula():
         (W, b), mu, _ = langevin_reference(rule, chunk, theta, cfg)
         stats = rule.step(draw, ctx)
         assert len(stats) == 4  # one trace row per mini-batch consumed
-        d = [cfg.entropy_gamma * (p - m) + cfg.weight_decay * p for p, m in zip((W, b), mu)]
+        d = [(p - m) + cfg.weight_decay * p for p, m in zip((W, b), mu)]
         buf = d if buf is None else [cfg.momentum * u + v for u, v in zip(buf, d)]
-        expected = [p - cfg.lr * u for p, u in zip((W, b), buf)]
+        step = [v + cfg.momentum * u for u, v in zip(buf, d)] if cfg.nesterov else buf
+        expected = [p - cfg.lr * u for p, u in zip((W, b), step)]
         assert torch.allclose(model.weight.double(), expected[0], rtol=1e-5, atol=1e-6)
         assert torch.allclose(model.bias.double(), expected[1], rtol=1e-5, atol=1e-6)
 
@@ -168,6 +190,7 @@ def test_one_langevin_step_with_unit_coupling_is_sgd(digits):
         optimizer="entropy-sgd",
         entropy_gamma=1.0,
         inner_lr=1.0,
+        inner_momentum=0.0,
         langevin_steps=1,
         mean_alpha=1.0,
         entropy_noise=0.0,
@@ -210,7 +233,7 @@ def test_awp_perturbation_size_and_exact_restore(digits):
 
     # One AWP gradient: the model's tensors come back bit-identical, the gradient is the
     # one at theta + v (checked on a perturbed copy, same examples), 1-D parameters too.
-    cfg = TrainConfig(optimizer="sgd", awp_gamma=gamma)
+    cfg = TrainConfig(optimizer="sgd", awp_gamma=gamma, awp_warmup=0)
     rule = UpdateRule(model, cfg)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     fixed = BatchLoss(None, bl.generator)  # eps 0 in the batch loss: x_adv given below
@@ -279,7 +302,11 @@ def trace(path):
 
 @pytest.mark.parametrize(
     "extra",
-    [dict(optimizer="entropy-sgd"), dict(optimizer="entropy-sgd2", awp_gamma=0.01, loss="trades")],
+    [
+        dict(optimizer="entropy-sgd"),
+        # AWP from the resumed epoch on
+        dict(optimizer="entropy-sgd2", awp_gamma=0.01, awp_warmup=1, loss="trades"),
+    ],
     ids=["entropy-sgd", "entropy-sgd2-awp-trades"],
 )
 def test_entropy_sgd_resume_is_exact(tmp_path, extra):
@@ -326,17 +353,16 @@ def test_entropy_sgd_resume_is_exact(tmp_path, extra):
 
 
 def test_entropy_window_outside_is_sgd_at_the_papers_rate(tmp_path):
-    """Before --entropy-start the rule takes plain steps at lr * gamma (first order) or lr
-    (second order): bit for bit the SGD run at that rate. After --entropy-stop the steps are
-    plain again: one trace row and one update per mini-batch."""
+    """Before --entropy-start the rule takes plain steps at --lr (Kanai et al. E.1: SGD and
+    EntropySGD both at 0.1): bit for bit the SGD run at that rate. After --entropy-stop the
+    steps are plain again: one trace row and one update per mini-batch."""
     common = dict(arch="lenet", width=1, eps=0.1, pgd_steps=2, batch_size=128, momentum=0.9)
-    gamma = 0.5
-    for name, rule_lr, sgd_lr in (("entropy-sgd", 2.0, 2.0 * gamma), ("entropy-sgd2", 0.3, 0.3)):
+    for name in ("entropy-sgd", "entropy-sgd2"):
         held = TrainConfig(
-            epochs=1, optimizer=name, lr=rule_lr, entropy_gamma=gamma, entropy_start=1, **common
+            epochs=1, optimizer=name, lr=0.3, entropy_gamma=0.5, entropy_start=1, **common
         )
         train(held, tmp_path / name, device="cpu")
-        sgd = TrainConfig(epochs=1, optimizer="sgd", lr=sgd_lr, **common)
+        sgd = TrainConfig(epochs=1, optimizer="sgd", lr=0.3, **common)
         train(sgd, tmp_path / f"sgd-{name}", device="cpu")
         a = read_checkpoint(tmp_path / name / "final.pt")["state_dict"]
         b = read_checkpoint(tmp_path / f"sgd-{name}" / "final.pt")["state_dict"]
@@ -370,6 +396,8 @@ def test_entropy_window_outside_is_sgd_at_the_papers_rate(tmp_path):
         dict(mean_alpha=1.5),
         dict(entropy_gamma=0.0),
         dict(inner_lr=-1.0),
+        dict(optimizer="entropy-sgd", inner_momentum=1.0),
+        dict(momentum=-0.1),
         dict(entropy_noise=-1e-4),
         dict(awp_gamma=-0.1),
         dict(awp_warmup=-1),
@@ -469,26 +497,27 @@ def test_cli_trains_entropy_sgd_with_awp_and_trades(tmp_path, capsys):
     assert code == 2 and "mart" in io.err and not (tmp_path / "bad").exists()
 
 
-METHODS = {
-    "AT": dict(optimizer="sgd", lr=0.05),
-    "AT+EnSGD": dict(optimizer="entropy-sgd", lr=1.0, entropy_gamma=1.0, langevin_steps=5),
-    "AWP": dict(optimizer="sgd", lr=0.05, awp_gamma=0.01),
-    "AWP+EnSGD": dict(
-        optimizer="entropy-sgd", lr=1.0, entropy_gamma=1.0, langevin_steps=5, awp_gamma=0.005
-    ),
-    "TRADES": dict(optimizer="sgd", lr=0.05, loss="trades"),
+# Each method with its defaults (no --lr: the paper's rate), as a user runs it. AWP is off
+# for the first 5 epochs by default (Kanai et al. E.3), so its run has one AWP epoch more.
+DEFAULTS = {
+    "entropy-sgd": (dict(optimizer="entropy-sgd"), 4),
+    "entropy-sgd2": (dict(optimizer="entropy-sgd2"), 4),
+    "awp": (dict(awp_gamma=0.01), 6),
+    "trades": (dict(loss="trades"), 4),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_beats_the_constant_classifier(tmp_path, method):
-    """Digits, LeNet w=4, 4 epochs at eps 0.1: robust test error clearly below the constant
-    classifier's 0.9 (measured 0.31-0.65). EntropySGD runs with gamma = 1 and lr = 1 (see
-    `optim.EntropySGD`: the E.1 values move theta gamma times slower)."""
+@pytest.mark.parametrize("method", list(DEFAULTS))
+def test_each_methods_defaults_beat_the_constant_classifier(tmp_path, method):
+    """Digits, LeNet w=4 at eps 0.1, no option but the method's: the robust test error is
+    clearly below the constant classifier's 0.896 (measured 0.42-0.55; Adam alone is the
+    20-epoch acceptance test of test_train). At eps 0.2 for 8 epochs (the issue's command)
+    the same defaults measured 0.69-0.80."""
+    options, epochs = DEFAULTS[method]
     r = train(
-        TrainConfig(arch="lenet", width=4, epochs=4, eps=0.1, **METHODS[method]),
+        TrainConfig(arch="lenet", width=4, epochs=epochs, eps=0.1, **options),
         tmp_path,
         device="cpu",
     )
-    assert r.test_robust_error < 0.75 and r.test_clean_error < 0.6
+    assert r.test_robust_error < 0.75 and r.test_clean_error < 0.6 and not r.warnings

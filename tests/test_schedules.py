@@ -49,6 +49,41 @@ def test_exponential_lr_vgg_schedule():
     assert math.isclose(s(150), 1e-4) and math.isclose(s(199), 1e-4)
 
 
+def test_cosine_lr_anneals_between_two_epochs():
+    s = LrSchedule("cosine", 0.1, decay_window=(0, 100))
+    assert s(0) == 0.1 and math.isclose(s(50), 0.05) and s(100) == 0.0 and s(150) == 0.0
+    assert math.isclose(s(25), 0.05 * (1 + math.cos(math.pi / 4)))
+    t = LrSchedule("cosine", 0.1, lr_final=0.01, decay_window=(20, 60))
+    assert t(10) == 0.1 and math.isclose(t(40), 0.055) and math.isclose(t(60), 0.01)
+
+
+def test_changes_tells_whether_a_reset_restarts_anything():
+    const_lr, step_lr = LrSchedule("constant", 0.1), LrSchedule("step", 0.1, milestones=(5,))
+    const_eps, warm_eps = EpsSchedule("constant", 0.1), EpsSchedule("linear", 0.1, warmup=10)
+    none = Periods(10)
+    assert Schedule(const_eps, const_lr, none).changes(10) == (False, False)
+    assert Schedule(warm_eps, const_lr, none).changes(10) == (False, True)
+    assert Schedule(const_eps, step_lr, none).changes(10) == (True, False)
+    # A milestone after the run's end, or an LR warmup alone, decays nothing.
+    late = LrSchedule("step", 0.1, milestones=(12,))
+    assert Schedule(const_eps, late, none).changes(10) == (False, False)
+    warm_lr = LrSchedule("constant", 0.1, warmup=2)
+    assert Schedule(const_eps, warm_lr, none).changes(10)[0] is False
+
+
+def test_compressed_milestones_fall_on_their_batch():
+    """6 epochs in periods of 2, 6 batches an epoch: the step milestone at local epoch 4
+    falls on d = 4 + 8/6 exactly as on d = 8/6, despite the float error of d - 4."""
+    sched = Schedule(
+        EpsSchedule("constant", 0.0),
+        LrSchedule("step", 0.1, milestones=(2, 4)),
+        Periods(6, (2, 4)),
+    )
+    first = [sched.lr_at(0 + k / 6) for k in range(12)]
+    third = [sched.lr_at(4 + k / 6) for k in range(12)]
+    assert first == third and first[8] == first[11] != first[7]
+
+
 def test_lr_warmup_is_linear_from_zero():
     s = LrSchedule("constant", 1e-3, warmup=10)
     assert s(0) == 0.0 and math.isclose(s(5), 5e-4) and s(10) == 1e-3 and s(50) == 1e-3
@@ -81,6 +116,9 @@ def test_periodic_resets_scale_each_period():
         lambda: LrSchedule("constant", 0.0),
         lambda: LrSchedule("exponential", 0.1),
         lambda: LrSchedule("exponential", 0.1, lr_final=0.01, decay_window=(5, 5)),
+        lambda: LrSchedule("exponential", 0.1, lr_final=0.0, decay_window=(5, 6)),
+        lambda: LrSchedule("cosine", 0.1),
+        lambda: LrSchedule("cosine", 0.1, lr_final=-1.0, decay_window=(0, 5)),
         lambda: LrSchedule("step", 0.1, milestones=(150, 100)),
         lambda: Periods(100, (50, 40)),
         lambda: Periods(100, (100,)),

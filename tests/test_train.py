@@ -1,10 +1,23 @@
+import dataclasses
+import math
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
 from landscape.checkpoint import load_checkpoint, read_checkpoint
-from landscape.train import TRACE_COLUMNS, Diverged, TrainConfig, train
+from landscape.cli import main
+from landscape.optim import DEFAULT_LR
+from landscape.train import (
+    EVAL_COLUMNS,
+    EVAL_TRAIN_COLUMNS,
+    TRACE_COLUMNS,
+    Diverged,
+    TrainConfig,
+    chance_warning,
+    train,
+)
 from landscape.util import BadInput
 
 SMALL = dict(arch="lenet", width=1, epochs=3, eps=0.1, batch_size=128)
@@ -102,6 +115,191 @@ def test_periodic_snapshots_and_schedule(tmp_path):
     assert all(torch.equal(p2[k], final[k]) for k in final)
 
 
+TINY = dict(arch="mlp", width=1, eps=0.0, batch_size=256, optimizer="sgd", lr=0.1)
+
+
+@pytest.mark.parametrize(
+    "lr_options",
+    [
+        dict(lr_schedule="step", lr_milestones=(2, 4), lr_gamma=0.1),
+        dict(lr_schedule="exponential", lr_decay_epochs=(1, 5), lr_final=1e-3),
+        dict(lr_schedule="cosine"),
+    ],
+    ids=["step", "exponential", "cosine"],
+)
+def test_periodic_run_resets_a_decaying_lr_in_every_period(tmp_path, lr_options):
+    """Liu et al. sec. 5 / C.1 Fig. 6: with --periods the LR trace jumps back to its initial
+    value at each period start and decays within each period, the 6-epoch schedule
+    compressed into 2 epochs; eps (linear warmup) restarts from 0 alike."""
+    cfg = TrainConfig(
+        **{**TINY, "eps": 0.05},
+        epochs=6,
+        periods=(2, 4),
+        pgd_steps=1,
+        eps_schedule="linear",
+        **lr_options,
+    )
+    result = train(cfg, tmp_path / "p", device="cpu")
+    assert [p.name for p in result.snapshots] == ["period_1.pt", "period_2.pt", "period_3.pt"]
+    rows, _ = trace(tmp_path / "p")
+    period = (rows["epoch"] // 2).astype(int)
+    assert np.array_equal(np.unique(period), [0, 1, 2]) and np.all(np.bincount(period) == 12)
+    for k in range(3):
+        lr, eps = rows["lr"][period == k], rows["eps"][period == k]
+        assert lr[0] == 0.1 and eps[0] == 0.0  # the reset
+        assert np.all(np.diff(lr) <= 0) and lr[-1] < 0.1 * 0.5  # decays within the period
+        assert np.all(np.diff(eps) > 0)
+    starts = np.flatnonzero(np.diff(period)) + 1
+    assert np.all(rows["lr"][starts] > rows["lr"][starts - 1])  # jumps back up
+    assert np.allclose(rows["lr"][period == 0], rows["lr"][period == 2], rtol=1e-12)
+
+
+def test_periods_refused_when_nothing_resets_and_warned_without_lr_decay(tmp_path, capsys):
+    """A constant LR and a constant eps: --periods would only take snapshots of one run, so
+    it is refused; a constant LR with an eps warmup resets eps only, with a warning."""
+    with pytest.raises(BadInput, match="nothing would reset"):
+        TrainConfig(**TINY, epochs=4, periods=(2,)).validate()
+    eps_only = TrainConfig(**{**TINY, "eps": 0.1}, epochs=4, periods=(2,), eps_schedule="cosine")
+    eps_only.validate()
+    assert len(eps_only.notices()) == 1 and "decaying LR" in eps_only.notices()[0]
+    decaying = TrainConfig(**TINY, epochs=4, periods=(2,), lr_schedule="cosine")
+    decaying.validate()
+    assert decaying.notices() == []
+    common = ["train", "--arch", "mlp", "--width", "1", "--epochs", "2", "--batch-size", "512",
+              "--eps", "0.05", "--pgd-steps", "1", "--periods", "1", "--device", "cpu"]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main([*common, "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("Error: --periods resets")
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(SystemExit) as exc:
+        main([*common, "--eps-schedule", "linear", "--out", str(tmp_path / "w"), "--json"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 0 and "Warning: --periods with an LR that does not decay" in err
+
+
+def eval_group(path):
+    with h5py.File(path / "trace.h5") as f:
+        return {k: f["eval"][k][()] for k in f["eval"]}, dict(f["eval"].attrs)
+
+
+# Adam at 1e-2, then at 1.0 from epoch 3: the robust test error is best early and worse after.
+SPOILED = dict(
+    arch="mlp",
+    width=1,
+    epochs=4,
+    eps=0.1,
+    pgd_steps=2,
+    batch_size=128,
+    lr=1e-2,
+    lr_schedule="step",
+    lr_milestones=(2,),
+    lr_gamma=100.0,
+    eval_every=1,
+    eval_samples=200,
+    early_stop=True,
+)
+
+
+def test_early_stopping_keeps_the_best_epoch_and_resumes_to_it(tmp_path):
+    """best.pt holds the epoch of lowest robust test error among /eval's rows (Kanai et al.
+    E), named in its metadata, in final.pt and in trace.h5; here not the last epoch. A run
+    killed after the best epoch resumes to the same best.pt."""
+    cfg = TrainConfig(**SPOILED, save_epochs=(1, 2, 3, 4))
+    result = train(cfg, tmp_path / "whole", device="cpu")
+    evals, attrs = eval_group(tmp_path / "whole")
+    assert list(evals["epoch"]) == [1, 2, 3, 4]
+    order = np.lexsort((evals["clean_error"], evals["robust_error"]))
+    best_epoch = int(evals["epoch"][order[0]])
+    assert best_epoch < 4 and evals["robust_error"][-1] > evals["robust_error"].min()
+    assert result.best_epoch == best_epoch and attrs["best_epoch"] == best_epoch
+    best = read_checkpoint(tmp_path / "whole" / "best.pt")
+    assert best["train"]["epoch"] == best_epoch
+    stop = best["train"]["early_stop"]
+    assert stop["robust_error"] == evals["robust_error"].min() and stop["samples"] == 200
+    same = read_checkpoint(tmp_path / "whole" / f"epoch_{best_epoch:03d}.pt")["state_dict"]
+    assert all(torch.equal(best["state_dict"][k], same[k]) for k in same)
+    assert read_checkpoint(result.final)["train"]["best_epoch"] == best_epoch
+    # The best model scores on the evaluated images what /eval recorded for its epoch.
+    from landscape.attacks import evaluate
+    from landscape.data import load_dataset
+
+    model, _ = load_checkpoint(tmp_path / "whole" / "best.pt")
+    X, y = load_dataset("digits", "test")
+    ev = evaluate(model, X[:200], y[:200], cfg.target_attack(), seed=cfg.seed)
+    assert ev.adv_error == stop["robust_error"]
+
+    cut = TrainConfig(**SPOILED, save_epochs=(1, 2, 3, 4))
+    train(cut, tmp_path / "part", device="cpu", stop_after_epochs=best_epoch + 1)
+    resumed = train(cut, tmp_path / "part", device="cpu")
+    assert resumed.resumed_from_epoch == best_epoch + 1 and resumed.best_epoch == best_epoch
+    again = read_checkpoint(tmp_path / "part" / "best.pt")
+    assert again["train"]["early_stop"] == stop
+    assert all(torch.equal(best["state_dict"][k], again["state_dict"][k]) for k in same)
+
+
+def test_eval_train_samples_records_training_subset_curves(tmp_path):
+    """/eval gets train_* columns: the run's attack on the first N training images in eval
+    mode, equal to evaluating the epoch's checkpoint there (Kanai et al. Figs. 3, 6)."""
+    cfg = TrainConfig(
+        arch="mlp",
+        width=1,
+        epochs=2,
+        eps=0.1,
+        pgd_steps=2,
+        batch_size=256,
+        eval_every=1,
+        eval_samples=100,
+        eval_train_samples=150,
+        save_epochs=(1,),
+    )
+    train(cfg, tmp_path / "t", device="cpu")
+    evals, _ = eval_group(tmp_path / "t")
+    assert set(evals) == {*EVAL_COLUMNS, *EVAL_TRAIN_COLUMNS} and len(evals["epoch"]) == 2
+    from landscape.attacks import evaluate
+    from landscape.data import load_dataset
+
+    X, y = load_dataset("digits", "train")
+    for k, name in enumerate(("epoch_001.pt", "final.pt")):
+        model, _ = load_checkpoint(tmp_path / "t" / name)
+        ev = evaluate(model, X[:150], y[:150], cfg.target_attack(), seed=cfg.seed)
+        assert evals["train_robust_error"][k] == ev.adv_error
+        assert evals["train_clean_loss"][k] == ev.clean_loss
+    assert not np.array_equal(evals["train_robust_error"], evals["robust_error"])
+    # Evaluating leaves training untouched: the same run without /eval ends bit-identical.
+    plain = dataclasses.replace(cfg, eval_every=0, eval_train_samples=0)
+    train(plain, tmp_path / "plain", device="cpu")
+    a = read_checkpoint(tmp_path / "t" / "final.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "plain" / "final.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_chance_level_ends_with_a_warning(tmp_path, capsys):
+    """A model no better under attack than the constant classifier (here: not trained at
+    all, lr 1e-9) finishes with a `Warning:` line; one below the constant's error does not."""
+    args = ["train", "--arch", "mlp", "--width", "1", "--epochs", "1", "--batch-size", "512",
+            "--eps", "0.3", "--pgd-steps", "2", "--device", "cpu", "--json"]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--lr", "1e-9", "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 0 and "Warning: training ended at chance level" in err
+    y = torch.tensor([0, 0, 0, 1, 2])  # the constant classifier errs on 2 of 5
+    assert chance_warning(0.1, 0.4, y) and chance_warning(0.1, math.nan, y)
+    assert chance_warning(0.1, 0.39, y) == []
+
+
+def test_default_lr_is_the_optimizers_paper_value():
+    """No --lr: Adam 1e-3, SGD 0.1 and EntropySGD's eta 0.1 (Kanai et al. E.1), stored
+    resolved in the config; a given --lr is kept."""
+    assert {name: TrainConfig(optimizer=name).lr for name in DEFAULT_LR} == {
+        "sgd": 0.1,
+        "adam": 1e-3,
+        "entropy-sgd": 0.1,
+        "entropy-sgd2": 0.1,
+    }
+    assert TrainConfig(optimizer="entropy-sgd", lr=0.5).as_dict()["lr"] == 0.5
+
+
 def test_divergence_stops_with_message(tmp_path):
     cfg = TrainConfig(
         arch="mlp", width=1, epochs=3, optimizer="sgd", lr=1e30, momentum=0.0, batch_size=256
@@ -122,6 +320,10 @@ def test_divergence_stops_with_message(tmp_path):
         dict(dataset="imagenet"),
         dict(periods=(0,)),
         dict(norm="l1"),
+        dict(early_stop=True),
+        dict(eval_train_samples=-1),
+        dict(periods=(1,)),
+        dict(lr_schedule="cosine", lr_final=-0.1),
     ],
 )
 def test_bad_configs_write_nothing(tmp_path, bad):

@@ -171,7 +171,7 @@ def lr_schedule_options(fn: Callable) -> Callable:
                 "--lr-schedule",
                 default="constant",
                 show_default=True,
-                help="constant, step or exponential.",
+                help="constant, step, exponential or cosine.",
             ),
             click.option(
                 "--lr-milestones",

@@ -57,7 +57,13 @@ from .common import (
 @click.option(
     "--optimizer", default="adam", show_default=True, help="sgd, adam, entropy-sgd or entropy-sgd2."
 )
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="(Initial) learning rate.")
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="(Initial) learning rate; eta for EntropySGD (Kanai et al. Alg. 1). "
+    "Default per optimizer: adam 1e-3, sgd 0.1, entropy-sgd and entropy-sgd2 0.1.",
+)
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--nesterov", is_flag=True, help="Nesterov momentum (SGD).")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
@@ -85,6 +91,13 @@ from .common import (
     help="EntropySGD Langevin step size eta' (--lr is the outer eta).",
 )
 @click.option(
+    "--inner-momentum",
+    type=float,
+    default=None,
+    help="EntropySGD momentum of the Langevin steps (default: --momentum, as in Chaudhari "
+    "et al.'s code; 0: Kanai et al. Alg. 1 as printed).",
+)
+@click.option(
     "--langevin-steps",
     type=click.IntRange(min=1),
     default=20,
@@ -103,7 +116,7 @@ from .common import (
     type=float,
     default=0.0,
     show_default=True,
-    help="Epoch EntropySGD starts; before it, plain SGD at lr * gamma (entropy-sgd2: lr).",
+    help="Epoch EntropySGD starts; before it, plain SGD steps at --lr (Kanai et al. E.3: 5).",
 )
 @click.option(
     "--entropy-stop",
@@ -122,9 +135,10 @@ from .common import (
 @click.option(
     "--awp-warmup",
     type=click.IntRange(min=0),
-    default=0,
+    default=5,
     show_default=True,
-    help="Epochs without AWP at the start.",
+    help="Epochs without AWP at the start (Kanai et al. E.3 following Wu et al.: 5; "
+    "F.2 with TRADES: 10; E.1 on CIFAR-10 names none: 0).",
 )
 @click.option(
     "--loss",
@@ -174,7 +188,8 @@ from .common import (
     "--periods",
     type=EPOCHS,
     default="",
-    help="Periodic scheduling: epochs where LR and eps reset, like 100,150.",
+    help="Periodic scheduling: epochs where LR and eps reset, like 100,150 "
+    "(each period runs the whole schedule compressed to its length).",
 )
 @click.option(
     "--save-epochs", type=EPOCHS, default="", help="Also save checkpoints after these epochs."
@@ -186,7 +201,26 @@ from .common import (
     show_default=True,
     help="Test metrics every N epochs (0: end only).",
 )
-@click.option("--eval-samples", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--eval-samples",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Evaluate on the first N test images.",
+)
+@click.option(
+    "--eval-train-samples",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also evaluate on the first N training images, for train-beside-test curves (0: off).",
+)
+@click.option(
+    "--early-stop",
+    is_flag=True,
+    help="Keep best.pt, the evaluated epoch of lowest robust test error (Kanai et al. E); "
+    "needs --eval-every.",
+)
 @click.option("--no-augment", is_flag=True, help="Turn off data augmentation.")
 @click.option(
     "--out", type=click.Path(file_okay=False), default="checkpoints/run", show_default=True
@@ -221,6 +255,10 @@ def train(
     )
     dev = distributed.init(device)
     state_data(config.dataset)
+    config.validate()
+    if distributed.world().is_main:
+        for line in config.notices():
+            click.echo(f"Warning: {line}", err=True)
     if dry_run:
         from ..dryrun import train_plan
 
@@ -257,9 +295,13 @@ def train(
             "test_robust_error": result.test_robust_error,
             "elapsed_s": result.elapsed_s,
             "snapshots": [str(p) for p in result.snapshots],
+            **({"best": str(result.best), "best_epoch": result.best_epoch} if result.best else {}),
         },
         as_json,
     )
+    if distributed.world().is_main:
+        for line in result.warnings:
+            click.echo(f"Warning: {line}", err=True)
 
 
 @cli.command(name="eval")
