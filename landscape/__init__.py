@@ -16,6 +16,18 @@ from ._version import __version__
 # Public name -> the module defining it.
 _EXPORTS = {
     "BadInput": "util",
+    "Connect": "connect",
+    "Cosine": "cosine",
+    "Hessian": "hessian",
+    "Inputs": "analysis",
+    "Smoothness": "smoothness",
+    "Surface": "surface",
+    "Toy": "toy",
+    "analyses": "analysis",
+    "autoattack_error": "attacks",
+    "load_inputs": "analysis",
+    "plan": "analysis",
+    "run": "analysis",
     "Ensemble": "attacks",
     "TrainConfig": "train",
     "attack_config": "attacks",
@@ -41,6 +53,18 @@ _SHADOWED = frozenset(name for name, module in _EXPORTS.items() if name == modul
 
 __all__ = [  # the names of _EXPORTS (tests/test_cli.py checks they agree)
     "BadInput",
+    "Connect",
+    "Cosine",
+    "Hessian",
+    "Inputs",
+    "Smoothness",
+    "Surface",
+    "Toy",
+    "analyses",
+    "autoattack_error",
+    "load_inputs",
+    "plan",
+    "run",
     "Ensemble",
     "TrainConfig",
     "__version__",
@@ -62,16 +86,17 @@ __all__ = [  # the names of _EXPORTS (tests/test_cli.py checks they agree)
 ]
 
 if TYPE_CHECKING:
-    from .attacks import Ensemble, attack_config, evaluate, fgsm, pgd
+    from .analysis import Inputs, analyses, load_inputs, plan, run
+    from .attacks import Ensemble, attack_config, autoattack_error, evaluate, fgsm, pgd
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .connect import connect
-    from .cosine import cosine
+    from .connect import Connect, connect
+    from .cosine import Cosine, cosine
     from .data import load_dataset
-    from .hessian import hessian
+    from .hessian import Hessian, hessian
     from .models import build_model
-    from .smoothness import smoothness
-    from .surface import surface
-    from .toy import toy
+    from .smoothness import Smoothness, smoothness
+    from .surface import Surface, surface
+    from .toy import Toy, toy
     from .train import TrainConfig, train
     from .util import BadInput
 
