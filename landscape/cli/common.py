@@ -407,6 +407,32 @@ def eps_runs(
     return [(e, run_name(checkpoint, n, **key, eps=e)) for e, n in zip(values, named)]
 
 
+def eps_jobs(
+    inputs: Any,
+    runs: Sequence[tuple[float, str]],
+    make: Callable[[Any], Any],
+    *,
+    out: str,
+    norm: str = "linf",
+    pgd_steps: int | None = None,
+    pgd_step_size: float | None = None,
+) -> list[tuple[Any, Any, str, str]]:
+    """The jobs of `run_jobs`, one per (eps, run name): the analysis `make(attack)` at that
+    eps (the papers' PGD defaults for the data unless overridden), its files read
+    (`with_files`) and its options checked before anything runs."""
+    from ..attacks import attack_config
+
+    jobs = []
+    for eps, run in runs:
+        attack = attack_config(
+            eps, family=inputs.family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
+        )
+        job = make(attack).with_files(inputs, out)
+        job.check(inputs)
+        jobs.append((inputs, job, run, f"eps {eps:.4g}"))
+    return jobs
+
+
 def add_rows(rows: dict[str, Any], label: str, several: bool, stats: dict[str, Any]) -> None:
     """Summary rows of one run, prefixed by its label (`eps 0.1`) when the command made several."""
     rows.update({(f"{label}: " if several else "") + k: v for k, v in stats.items()})

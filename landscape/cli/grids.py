@@ -13,6 +13,7 @@ from .common import (
     analysis_options,
     cli,
     common,
+    eps_jobs,
     eps_runs,
     run_jobs,
 )
@@ -97,7 +98,6 @@ def surface_cmd(
     **data: Any,
 ) -> None:
     """Loss surface around a checkpoint in 1D or 2D: clean and adversarial loss and error."""
-    from ..attacks import attack_config
     from ..surface import Surface, parse_range
 
     if yrange is not None and dim == 1:
@@ -105,12 +105,11 @@ def surface_cmd(
     xs = tuple(parse_range(xrange))
     ys = tuple(parse_range(yrange or xrange, "yrange")) if dim == 2 else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    jobs = []
-    for eps, run in eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d"):
-        attack = attack_config(
-            eps, family=inputs.family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
-        )
-        job = Surface(
+    runs = eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d")
+    jobs = eps_jobs(
+        inputs,
+        runs,
+        lambda attack: Surface(
             attack,
             dirs=dirs,
             dim=dim,
@@ -125,9 +124,12 @@ def surface_cmd(
             batch_size=batch_size,
             points_per_batch=points_per_batch,
             seed=seed,
-        ).with_files(inputs, out)
-        job.check(inputs)
-        jobs.append((inputs, job, run, f"eps {eps:.4g}"))
+        ),
+        out=out,
+        norm=norm,
+        pgd_steps=pgd_steps,
+        pgd_step_size=pgd_step_size,
+    )
     run_jobs("surface", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)
 
 
@@ -169,27 +171,27 @@ def cosine_cmd(
     **data: Any,
 ) -> None:
     """Perturbation cosine along the top eigenvector and a random direction (Liu et al. Fig. 3)."""
-    from ..attacks import attack_config
     from ..cosine import Cosine
     from ..surface import parse_range
 
     alphas = tuple(parse_range(arange))
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    jobs = []
-    for eps, run in eps_runs(checkpoint, name, eps_list, norm=norm):
-        attack = attack_config(
-            eps, family=inputs.family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
-        )
-        job = Cosine(
+    jobs = eps_jobs(
+        inputs,
+        eps_runs(checkpoint, name, eps_list, norm=norm),
+        lambda attack: Cosine(
             attack,
             alpha=alphas,
             repeats=repeats,
             hessian_group=hessian_group,
             batch_size=batch_size,
             seed=seed,
-        ).with_files(inputs, out)
-        job.check(inputs)
-        jobs.append((inputs, job, run, f"eps {eps:.4g}"))
+        ),
+        out=out,
+        norm=norm,
+        pgd_steps=pgd_steps,
+        pgd_step_size=pgd_step_size,
+    )
     run_jobs("cosine", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)
 
 
@@ -256,19 +258,16 @@ def smoothness_cmd(
 
     --eps is the L-inf budget; the L2 budget follows --l2-match (or --l2-eps); --norm is
     not used (both norms are profiled). Eigen directions are those of the L-inf L_eps."""
-    from ..attacks import attack_config
     from ..smoothness import Smoothness
     from ..surface import parse_range
 
     rs = tuple(parse_range(radii, "radii", log=True))
     chosen = tuple(n.strip() for n in norms.split(",") if n.strip()) if norms is not None else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    jobs = []
-    for eps, run in eps_runs(checkpoint, name, eps_list, dirs=dirs):
-        attack = attack_config(
-            eps, family=inputs.family, norm="linf", steps=pgd_steps, step_size=pgd_step_size
-        )
-        job = Smoothness(
+    jobs = eps_jobs(
+        inputs,
+        eps_runs(checkpoint, name, eps_list, dirs=dirs),
+        lambda attack: Smoothness(
             attack,
             radii=rs,
             dirs=dirs,
@@ -279,7 +278,9 @@ def smoothness_cmd(
             hessian_group=hessian_group,
             batch_size=batch_size,
             seed=seed,
-        ).with_files(inputs, out)
-        job.check(inputs)
-        jobs.append((inputs, job, run, f"eps {eps:.4g}"))
+        ),
+        out=out,
+        pgd_steps=pgd_steps,
+        pgd_step_size=pgd_step_size,
+    )
     run_jobs("smoothness", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)

@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from .common import DATA_OPTIONS, analysis_inputs, analysis_options, cli, common, run_jobs, run_name
+from .common import (
+    DATA_OPTIONS,
+    analysis_inputs,
+    analysis_options,
+    cli,
+    common,
+    eps_jobs,
+    run_jobs,
+    run_name,
+)
 
 
 def _hessian_run_names(
@@ -101,7 +110,6 @@ def hessian_cmd(
 ) -> None:
     """Top eigenvalues of the Hessian (or GGN, Fisher) of the adversarial loss, raw and
     loss-scale normalized (Liu et al. 4.2)."""
-    from ..attacks import attack_config
     from ..hessian import Hessian
 
     data = {k: options.pop(k) for k in DATA_OPTIONS}
@@ -114,11 +122,13 @@ def hessian_cmd(
     jobs = []
     for ckpt, row in zip(checkpoints, names):
         inputs = analysis_inputs(ckpt, device=device, **data)
-        for eps, run in zip(eps_values, row):
-            attack = attack_config(
-                eps, family=inputs.family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
-            )
-            job = Hessian(attack, params=globs, seed=seed, **options)
-            job.check(inputs)
-            jobs.append((inputs, job, run, run))
+        jobs += eps_jobs(
+            inputs,
+            list(zip(eps_values, row)),
+            lambda attack: Hessian(attack, params=globs, seed=seed, **options),
+            out=out,
+            norm=norm,
+            pgd_steps=pgd_steps,
+            pgd_step_size=pgd_step_size,
+        )
     run_jobs("hessian", jobs, out=out, overwrite=overwrite, dry_run=dry_run, as_json=as_json)
