@@ -4,6 +4,11 @@ torch.func on a tiny conv net, and the block eigensolver against numpy.linalg.ei
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +32,7 @@ from landscape.params import flatten, functional_forward, named_params, unflatte
 from landscape.util import BadInput
 
 N = 60
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +257,51 @@ def test_unknown_matrix_is_bad_input(tiny):
         make_operator("laplacian", model, X, y)
     assert exc.value.argument == "matrix"
     assert exc.value.render("--matrix") == "--matrix 'laplacian' is not one of hessian, ggn, fisher"
+
+
+SHARDED = """
+import json, sys
+import torch
+from landscape import distributed
+from landscape.checkpoint import build_from_spec, model_spec
+from landscape.curvature import MATRICES, make_operator, top_eigenpairs
+from landscape.data import load_dataset
+
+distributed.init("cpu")
+torch.manual_seed(0)
+model = build_from_spec(model_spec("mlp", "digits", width=1), "cpu").double()
+X, y = load_dataset("digits", "train", None, "cpu")
+out = {}
+for matrix in MATRICES:
+    op = make_operator(matrix, model, X[:120].double(), y[:120], batch_size=40)
+    pairs = top_eigenpairs(op, 4, "block", tol=1e-8)
+    out[matrix] = [pairs.eigenvalues.tolist(), pairs.n_hvp, len(op.batches)]
+if distributed.world().is_main:
+    with open(sys.argv[1], "w") as f:
+        json.dump(out, f)
+"""
+
+
+@pytest.mark.slow
+def test_block_solver_under_torchrun_matches_one_process(tmp_path):
+    """Two ranks (batches 2 + 1 of 3) run the same block iteration as one process, for each
+    matrix: the same number of products and the same eigenvalues to rounding."""
+    from test_distributed import assert_ok, torchrun
+
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    single = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "one.json")],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_ok(single)
+    assert_ok(torchrun(str(script), "two.json", cwd=tmp_path, module=False))
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    for matrix in MATRICES:
+        assert one[matrix][2] == 3 and two[matrix][2] == 2  # rank 0's share of the batches
+        assert two[matrix][1] == one[matrix][1]
+        np.testing.assert_allclose(two[matrix][0], one[matrix][0], rtol=1e-10)
