@@ -289,7 +289,13 @@ def dense_spectrum(case: Case) -> np.ndarray:
     """Eigenvalues (descending) of the float64 Hessian built from products with the unit vectors."""
     model = copy.deepcopy(case.model).double()
     op = HessianOperator(
-        model, case.X.double(), case.y, params=case.names, batch_size=case.batch_size, block=64
+        model,
+        case.X.double(),
+        case.y,
+        params=case.names,
+        batch_size=case.batch_size,
+        block=64,
+        cache=True,
     )
     H = op.matmat(torch.eye(op.dim, dtype=torch.float64, device=case.X.device))
     return torch.linalg.eigvalsh((H + H.T) / 2).flip(0).cpu().numpy()
