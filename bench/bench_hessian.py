@@ -9,8 +9,8 @@ batches, and is checked against the dense float64 Hessian of the same mean loss
   `--epochs` (or `--lenet CHECKPOINT`), on the 1,440 training images attacked once at
   theta (PGD, seed 0), in batches of 240;
 - digits ResNet-18 w=1 (44,550 parameters), trained here without attack for
-  `--resnet-epochs` (or `--resnet CHECKPOINT`), on the first 480 clean training images
-  in batches of 240; the Hessian is that of the stem, the first stage and the
+  `--resnet-epochs` (or `--resnet CHECKPOINT`), on the first 240 clean training images
+  in batches of 120; the Hessian is that of the stem, the first stage and the
   classifier (982 parameters), so the dense check stays affordable while every product
   still differentiates through all 18 layers.
 
@@ -50,6 +50,7 @@ import copy
 import ctypes
 import importlib.util
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -351,6 +352,7 @@ def report(case: Case, args: argparse.Namespace) -> None:
         f"lambda_min {dense[-1]:.5g}"
     )
     product_costs(case, 10)
+    sys.stdout.flush()
     ours(Case(case.title, case.model, case.X[:8], case.y[:8], case.names, 8), 2, "block")
     runs: dict[str, Run] = {}
     for name, (peer, tool) in TOOLS.items():
@@ -360,6 +362,7 @@ def report(case: Case, args: argparse.Namespace) -> None:
             print(f"{name}: skipped, {peer} is not installed (see the README's Benchmarks)")
             continue
         runs[name] = timed(case, args.top, tool, args.repeats)
+        print(f"  {name}: {runs[name].seconds:.1f} s", flush=True)
     reference = runs.get("curvlinops + eigsh")
     print(f"{'':28}{'wall s':>8}{'products':>10}{'worst rel. err':>16}{'peak MiB':>10}"
           f"{'curvlinops/this':>17}")  # fmt: skip
@@ -398,7 +401,7 @@ def resnet_case(args: argparse.Namespace, device: torch.device, tmp: str) -> Cas
     X, y = load_dataset("digits", "train", None, device)
     prefixes = ("conv1.", "bn1.", "layer1.", "classifier.")
     names = [n for n, _ in model.named_parameters() if n.startswith(prefixes)]
-    return Case("digits ResNet-18 w=1, clean", model.eval(), X[:480], y[:480], names, 240)
+    return Case("digits ResNet-18 w=1, clean", model.eval(), X[:240], y[:240], names, 120)
 
 
 def main() -> None:

@@ -308,12 +308,13 @@ class HessianOperator(CurvatureOperator):
 
     `product` picks how H v is differentiated: "forward" is forward-over-reverse (`jvp`
     of `grad`), "reverse" is reverse-over-reverse (the `vjp` of `grad`, PyHessian's and
-    hessian-eigenthings' double backward). Both are exact; forward is the default because
-    it was as fast or faster in blocks, where the solvers spend their products: on the
-    digits LeNet w=1 (1,440 examples in batches of 240, 2 shared CPU cores) a block of
-    20 cost 1.07 s forward against 1.09 s reverse, a single product 0.40 s against 0.35 s,
-    and in float64 blocks of 20 cost 2.3 s against 4.5 s (`bench/bench_hessian.py` prints
-    both for its device and models).
+    hessian-eigenthings' double backward); both are exact. The default is reverse when
+    `cache` is set, else forward, as measured by `bench/bench_hessian.py` on the digits
+    LeNet w=1 (1,440 examples in batches of 240, 2 shared CPU cores), in ms per vector,
+    single / in a block of 10: forward 645 / 168, reverse 849 / 162, reverse cached
+    244 / 97. Uncached, the two cost the same in blocks, where the solvers spend their
+    products; only reverse mode can keep its linearization (the gradient's graph),
+    while forward mode reruns its primal pass for every product.
     """
 
     kind = "hessian"
@@ -656,7 +657,8 @@ def _block_size(op: CurvatureOperator, k: int, block: int | None) -> int:
 
     Fewer vectors per block converge in fewer products, more in fewer data passes; on the
     digits LeNet top 20, blocks of 4, 8 and 12 took 25, 16 and 12 passes (100, 128, 144
-    products) to the same accuracy, and a pass of 10 vectors costs about 1.7 of one.
+    products) to the same accuracy, and a pass of 10 vectors cost what 4 single products
+    do (2 CPU cores); wider blocks pay off more on a GPU, narrower ones on large models.
     """
     if block is None:
         block = min(op.block, max(4, (k + 1) // 2))
