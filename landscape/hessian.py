@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
-from .analysis import Analysis, Group, Inputs, PlanContext, Stored
+from .analysis import Analysis, Group, Inputs, PlanContext, Stored, speed_knob
 from .attacks import AttackConfig, _random_start, attack_config, evaluate, perturb
 from .checkpoint import build_from_spec
 from .curvature import (
@@ -266,7 +266,9 @@ class Hessian(Analysis):
     are reported raw and divided by the loss scale: the mean L_eps of `random_samples`
     fresh initializations (seeds 0..R-1) attacked on the same samples. `method` and
     `tol` are those of `curvature.top_eigenpairs`; `trace` adds Hutchinson's estimate
-    (100 probes), `density` an SLQ density (4 probes x 80 steps).
+    (100 probes), `density` an SLQ density (4 probes x 80 steps). `cache` keeps each
+    batch's linearization between products (faster, memory grows with the data; see
+    `curvature.HessianOperator`).
     """
 
     name: ClassVar[str] = "hessian"
@@ -284,6 +286,7 @@ class Hessian(Analysis):
     batch_size: int = 256
     seed: int = 0
     tol: float | None = None
+    cache: bool = speed_knob(False)
 
     def check(self, inputs: Inputs) -> None:
         if self.matrix not in MATRICES:
@@ -312,7 +315,9 @@ class Hessian(Analysis):
         model, X, y, cfg = inputs.model, inputs.X, inputs.y, self.attack
         names = select_params(model, self.params)
         X_adv = _fixed_examples(model, X, y, cfg, self.batch_size, self.seed)
-        op = make_operator(self.matrix, model, X_adv, y, params=names, batch_size=self.batch_size)
+        op = make_operator(
+            self.matrix, model, X_adv, y, params=names, batch_size=self.batch_size, cache=self.cache
+        )
         loss = op.loss()
         nonfinite = not math.isfinite(loss)
         pairs = None
