@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import make_directions, on_params, random_direction, unit
-from .params import ParamDict, combine, eval_mode, forward_at, named_params
+from .params import ParamDict, combine, eval_mode, forward_at, named_params, precision_dtype
 from .store import MASKS, Grid, resolve_grid
 from .util import BadInput, make_generator
 
@@ -102,8 +102,10 @@ def _attack_pair(
     attack: AttackConfig,
     seed: int,
     batch_size: int,
+    dtype: torch.dtype | None = None,
 ) -> tuple[float, int, float, float]:
-    """One repeat at one a: (mean cosine, zero count, robust error +, robust error -).
+    """One repeat at one a: (mean cosine, zero count, robust error +, robust error -), the
+    network evaluated in `dtype` (PGD included; default fp32).
 
     Non-finite logits at theta +- a v (a diverging loss) make every value NaN: PGD's sign
     steps would otherwise turn NaN gradients into finite-looking perturbations."""
@@ -117,7 +119,7 @@ def _attack_pair(
         xb, yb = X[i : i + batch_size], y[i : i + batch_size]
         deltas = []
         for j, params in enumerate((plus, minus)):
-            forward = forward_at(model, params)
+            forward = forward_at(model, params, dtype=dtype)
             x_adv = perturb(forward, xb, yb, attack, generator=gens[j])
             with torch.no_grad():
                 logits = forward(x_adv)
@@ -156,6 +158,7 @@ def cosine(
     batch_size: int = 1024,
     hessian_group: str | None = None,
     results_file: str | None = None,
+    precision: str = "fp32",
     grid: Grid | None = None,
     progress: Progress | None = None,
 ) -> Cosine:
@@ -163,8 +166,11 @@ def cosine(
 
     `directions` may give both as name-keyed dicts (they are normalized to unit norm);
     by default `top` is read from `hessian_group` or computed (top eigenvector of the
-    Hessian of L_eps on (X, y)) and `random` is drawn from `seed`.
+    Hessian of L_eps on (X, y)) and `random` is drawn from `seed`. `precision` (fp32, bf16,
+    fp16) is the dtype the attacks and evaluations run in; the directions, their Hessian
+    and the parameters theta +- a v stay fp32.
     """
+    dtype = precision_dtype(precision)
     if repeats < 1:
         raise BadInput(f"--repeats {repeats} must be >= 1")
     alphas = np.asarray(alpha, dtype=float)
@@ -213,6 +219,7 @@ def cosine(
                         attack,
                         repeat_seed(seed, r),
                         batch_size,
+                        dtype,
                     )
                     for r in range(repeats)
                 ]

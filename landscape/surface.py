@@ -9,10 +9,19 @@ on the analysed data at each point (`bn="recompute"`, a size-weighted average ov
 batches, as for mode connectivity).
 
 One model instance serves every point: parameters are swapped in by name through
-`torch.func.functional_call`. Clean points are evaluated `points_per_batch` at a time by
-`torch.func.vmap` over stacked parameter sets (default 8 on a CPU, 32 on an accelerator).
-Points are processed in fixed blocks of flat grid indices, so an interrupted and resumed
-run repeats exactly the same arithmetic and gives bit-identical arrays.
+`torch.func.functional_call`. Points are evaluated `points_per_batch` at a time by
+`torch.func.vmap` over stacked parameter sets (default 8 on a CPU, 32 on an accelerator):
+the clean forward, and for eps > 0 every PGD iteration (one vmapped forward and input
+gradient for all the points, `attacks.perturb_points`) and the adversarial forward. The
+stacked PGD uses the single-point path's random start at every point, so it gives the
+single-point numbers up to float rounding; its points per call are capped so that their
+saved activations stay within a memory budget (`adversarial_points_per_call`). Points are
+processed in fixed blocks of flat grid indices, so an interrupted and resumed run repeats
+exactly the same arithmetic and gives bit-identical arrays.
+
+`precision` (`fp32`, `bf16`, `fp16`) is the dtype the network is evaluated in, PGD included;
+directions and the parameters of each point are computed in fp32 and cast at the call
+(`params.functional_forward`), losses are summed in fp64.
 """
 
 from __future__ import annotations
@@ -26,17 +35,17 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from .attacks import AttackConfig, attack_config, perturb
+from .attacks import AttackConfig, attack_config, perturb, perturb_points
 from .directions import Directions, make_directions, on_params
 from .params import (
     ParamDict,
-    combine,
     estimate_bn,
     eval_mode,
     forward_at,
     functional_forward,
     global_norm,
     named_params,
+    precision_dtype,
 )
 from .store import MASKS, Grid, resolve_grid
 from .util import BadInput, make_generator
@@ -163,20 +172,55 @@ def point_losses(
     return loss, err
 
 
-def _stacked_losses(
-    model: nn.Module, stacked: Mapping[str, Tensor], X: Tensor, y: Tensor, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean clean loss and error at P stacked parameter sets, one vmapped forward per batch.
+def _vmapped(
+    model: nn.Module,
+    stacked: Mapping[str, Tensor],
+    x: Tensor,
+    dtype: torch.dtype | None,
+    *,
+    per_point: bool,
+) -> Tensor:
+    """Logits (P, B, classes) at P stacked parameter sets, of one batch x (B, ...) shared by
+    every point or, `per_point`, of a batch of its own per point, x (P, B, ...)."""
+    return vmap(
+        lambda p, xb: functional_forward(model, p, xb, dtype=dtype),
+        in_dims=(0, 0 if per_point else None),
+    )(dict(stacked), x)
 
-    A call holds P x `batch_size` examples' activations. Inference mode, not just no_grad:
-    it also skips version counting and view tracking, a few percent of a small model's point.
+
+def _stacked_losses(
+    model: nn.Module,
+    stacked: Mapping[str, Tensor],
+    X: Tensor,
+    y: Tensor,
+    batch_size: int,
+    *,
+    attack: AttackConfig | None = None,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean loss and error at P stacked parameter sets, on (X, y) or, with `attack`, on PGD
+    examples made at each point (`perturb_points`: one vmapped forward and input gradient
+    per iteration for all P), started from the generator of `seed` as `point_losses` does.
+
+    The final forward of a batch is vmapped too, in inference mode (not just no_grad: it
+    also skips version counting and view tracking, a few percent of a small model's point).
+    A call holds P x `batch_size` examples' activations.
     """
     points = next(iter(stacked.values())).shape[0]
+    generator = make_generator(seed, X.device) if attack is not None else None
     total = torch.zeros(points, 2, dtype=torch.float64, device=X.device)
-    with torch.inference_mode():
-        for i in range(0, X.shape[0], batch_size):
-            xb, yb = X[i : i + batch_size], y[i : i + batch_size]
-            logits = vmap(lambda p, xb=xb: functional_forward(model, p, xb))(dict(stacked))
+    for i in range(0, X.shape[0], batch_size):
+        xb, yb = X[i : i + batch_size], y[i : i + batch_size]
+        if attack is not None:
+            shape = (points, *xb.shape)
+
+            def forward(x: Tensor, shape: tuple[int, ...] = shape) -> Tensor:
+                return _vmapped(model, stacked, x.view(shape), dtype, per_point=True).flatten(0, 1)
+
+            xb = perturb_points(forward, xb, yb, attack, points, generator=generator).view(shape)
+        with torch.inference_mode():
+            logits = _vmapped(model, stacked, xb, dtype, per_point=attack is not None)
             target = yb.expand(points, -1)
             loss = _cross_entropy(logits, target).sum(1)
             wrong = (logits.argmax(-1) != target).sum(1)
@@ -190,7 +234,7 @@ def _stack(base: ParamDict, directions: Sequence[ParamDict], coeffs: Tensor) -> 
 
     One `addmm` per parameter (coefficients x stacked directions) rather than a clone and
     one multiply-add per direction: on small models this bookkeeping is a visible part of
-    a clean point.
+    a clean point. Single points use it too, so they get the stacked points' parameters.
     """
     out = {}
     for name, b in base.items():
@@ -200,19 +244,42 @@ def _stack(base: ParamDict, directions: Sequence[ParamDict], coeffs: Tensor) -> 
     return out
 
 
-def _point(
-    model: nn.Module,
-    base: ParamDict,
-    vectors: Sequence[ParamDict],
-    coeffs: Tensor,
-    recompute: bool,
-    X: Tensor,
-    batch_size: int,
-) -> Callable[[Tensor], Tensor]:
-    """The model's forward at base + sum_k c_k d_k (BN re-estimated on X when `recompute`)."""
-    params = combine(base, *((float(c), d) for c, d in zip(coeffs.tolist(), vectors)))
-    buffers = estimate_bn(model, params, X, batch_size=batch_size) if recompute else None
-    return forward_at(model, params, buffers)
+def _activation_bytes(model: nn.Module, X: Tensor) -> int:
+    """Bytes autograd saves per example for an input gradient at fp32 (eval mode): the
+    difference of a one- and a two-example forward, so the weights it saves drop out."""
+    params = named_params(model)
+    sizes = []
+    with eval_mode(model), torch.enable_grad():
+        for n in (1, 2):
+            saved = [0]
+
+            def pack(t: Tensor, saved: list[int] = saved) -> Tensor:
+                saved[0] += t.numel() * t.element_size()
+                return t
+
+            x = X[:1].repeat(n, *([1] * (X.dim() - 1))).requires_grad_(True)
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                functional_forward(model, params, x)
+            sizes.append(saved[0])
+    return max(sizes[1] - sizes[0], 1)
+
+
+def stacked_pgd_budget(device: torch.device) -> int:
+    """Bytes of saved activations one stacked PGD call may hold: a quarter of a CUDA
+    device's memory, 1 GiB elsewhere (CPU memory is shared with everything else)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    return 1 << 30
+
+
+def adversarial_points_per_call(
+    model: nn.Module, X: Tensor, batch_size: int, points_per_batch: int
+) -> int:
+    """Points attacked per stacked PGD call: `points_per_batch`, fewer (at least 1) when
+    their saved activations for a batch would exceed `stacked_pgd_budget` (sizes at fp32,
+    an upper bound for bf16 and fp16). Small models stack every point of a block."""
+    per_point = _activation_bytes(model, X) * min(batch_size, X.shape[0])
+    return max(1, min(points_per_batch, stacked_pgd_budget(X.device) // per_point))
 
 
 def default_points_per_batch(device: torch.device) -> int:
@@ -239,6 +306,7 @@ def surface(
     seed: int = 0,
     batch_size: int = 1024,
     points_per_batch: int | None = None,
+    precision: str = "fp32",
     grid: Grid | None = None,
     progress: Progress | None = None,
     **direction_options,
@@ -249,11 +317,13 @@ def surface(
     `make_directions` with `direction_options`), a `Directions`, or `dim` name-keyed
     dicts. `xrange`/`yrange` are (a, b, n) or explicit coordinates. With `grid`, points
     already done there are skipped and new ones are recorded in it (resumable runs).
+    `precision` is the dtype of the network's evaluation (fp32, bf16, fp16).
     """
     if dim not in (1, 2):
         raise BadInput(f"--dim {dim} is not valid; use 1 or 2")
     if bn not in BN_MODES:
         raise BadInput(f"--bn {bn!r} is not valid; use one of {', '.join(BN_MODES)}")
+    dtype = precision_dtype(precision)
     xs = _coords(xrange)
     ys = _coords(yrange if yrange is not None else xrange) if dim == 2 else None
     family = family or ("mnist-like" if X.shape[1] == 1 else "cifar-like")
@@ -289,30 +359,63 @@ def surface(
     # not depend on the rank, so the arrays equal one process's bit for bit.
     blocks = [s for s in range(0, total, per_call) if not flat_done[s : s + per_call].all()]
 
-    def work(start: int) -> list[tuple[tuple[int, ...], dict[str, float]]]:
-        block = range(start, min(start + per_call, total))
-        pending = [i for i in block if not flat_done[i]]
-        if per_call > 1:
-            loss, err = _stacked_losses(
-                model, _stack(base, vectors, coeffs[block.start : block.stop]), X, y, batch_size
+    adv_per_call = (
+        adversarial_points_per_call(model, X, batch_size, per_call)
+        if attack is not None and per_call > 1
+        else 1
+    )
+
+    def block_values(block: range) -> dict[str, np.ndarray]:
+        """Every field at every point of a block, done points included, so that a block's
+        arithmetic never depends on what an earlier run finished."""
+        stacked = _stack(base, vectors, coeffs[block.start : block.stop])
+        if per_call == 1:
+            params = {name: rows[0] for name, rows in stacked.items()}
+            buffers = (
+                estimate_bn(model, params, X, batch_size=batch_size, dtype=dtype)
+                if recompute
+                else None
             )
-        out = []
-        for i in pending:
-            if per_call > 1:
-                values = {"loss": float(loss[i - start]), "error": float(err[i - start])}
-            else:
-                forward = _point(model, base, vectors, coeffs[i], recompute, X, batch_size)
-                values = dict(zip(CLEAN_FIELDS, point_losses(forward, X, y, batch_size=batch_size)))
+            forward = forward_at(model, params, buffers, dtype)
+            found = point_losses(forward, X, y, batch_size=batch_size)
             if attack is not None:
-                if per_call > 1:
-                    forward = _point(model, base, vectors, coeffs[i], False, X, batch_size)
                 gen = make_generator(seed, device)
-                adv = point_losses(
+                found += point_losses(
                     forward, X, y, attack=attack, generator=gen, batch_size=batch_size
                 )
-                values.update(zip(ADV_FIELDS, adv))
-            out.append(([int(j) for j in np.unravel_index(i, shape)], values))
-        return out
+            return {f: np.array([v]) for f, v in zip(fields, found)}
+        values = dict(
+            zip(CLEAN_FIELDS, _stacked_losses(model, stacked, X, y, batch_size, dtype=dtype))
+        )
+        if attack is not None:
+            chunks = [
+                _stacked_losses(
+                    model,
+                    {name: rows[c : c + adv_per_call] for name, rows in stacked.items()},
+                    X,
+                    y,
+                    batch_size,
+                    attack=attack,
+                    seed=seed,
+                    dtype=dtype,
+                )
+                for c in range(0, len(block), adv_per_call)
+            ]
+            for k, f in enumerate(ADV_FIELDS):
+                values[f] = np.concatenate([chunk[k] for chunk in chunks])
+        return values
+
+    def work(start: int) -> list[tuple[list[int], dict[str, float]]]:
+        block = range(start, min(start + per_call, total))
+        values = block_values(block)
+        return [
+            (
+                [int(j) for j in np.unravel_index(i, shape)],
+                {f: float(values[f][i - start]) for f in fields},
+            )
+            for i in block
+            if not flat_done[i]
+        ]
 
     with eval_mode(model):
         grid.run(blocks, work, progress)

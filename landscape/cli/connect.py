@@ -21,6 +21,7 @@ from .common import (
     summary,
     warn_nonfinite,
 )
+from .grids import precision_key, precision_option
 
 
 @cli.command(name="connect")
@@ -121,6 +122,7 @@ from .common import (
     is_flag=True,
     help="Replace a stored run, curve or partial work that has another config.",
 )
+@precision_option
 @click.option(
     "--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing."
 )
@@ -145,6 +147,7 @@ def connect_(
     out: str,
     name: str | None,
     overwrite: bool,
+    precision: str,
     dry_run: bool,
     arch: str | None,
     width: int | None,
@@ -192,7 +195,9 @@ def connect_(
     config.validate(ends.spec)
     attack = attack_config(eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size)
     check_evaluation(points, bn_inputs, attack)
-    run = run_name(pair_label(start, end), name, order=config.order, eps=eps)
+    run = run_name(
+        pair_label(start, end), name, order=config.order, **precision_key(precision), eps=eps
+    )
     group = f"/connect/{run}"
     settings = {
         **config.as_dict(),
@@ -203,6 +208,7 @@ def connect_(
         "samples": samples,
         "bn_samples": bn_samples,
         "attack": attack.as_dict(),
+        **precision_key(precision),
     }
     curve_path = Path(curve_out) if curve_out else Path(out).parent / f"{run}.curve.pt"
     if dry_run:
@@ -256,6 +262,7 @@ def connect_(
                 bn_inputs=bn_inputs,
                 bn_data=(X[:bn_samples], y[:bn_samples]),
                 seed=seed,
+                precision=precision,
                 grid=grid,
                 progress=lambda done, total: bar.update(task, completed=done),
             )

@@ -23,6 +23,20 @@ from .common import (
     summary,
 )
 
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Dtype the network is evaluated in, PGD included (directions stay fp32).",
+)
+
+
+def precision_key(precision: str) -> dict[str, str]:
+    """The precision's entry in a run's config and name: none for fp32, so results stored
+    before the option existed stay valid, and a bf16 run never reuses an fp32 one."""
+    return {} if precision == "fp32" else {"precision": precision}
+
 
 @dataclass(frozen=True)
 class GridJob:
@@ -130,8 +144,9 @@ def run_grid_command(
     "--points-per-batch",
     type=click.IntRange(min=1),
     default=None,
-    help="Clean points per vmapped call (default 8 on CPU, 32 on GPU; 1: no vmap).",
+    help="Points per vmapped call (default 8 on CPU, 32 on GPU; 1: no vmap).",
 )
+@precision_option
 @click.option(
     "--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing."
 )
@@ -151,6 +166,7 @@ def surface_cmd(
     orthogonalize: bool,
     batch_size: int,
     points_per_batch: int | None,
+    precision: str,
     dry_run: bool,
     eps_list: tuple[float, ...],
     norm: str,
@@ -201,6 +217,7 @@ def surface_cmd(
             "bn": bn,
             **options,
             **data_config(inputs, data["split"], attack, seed),
+            **precision_key(precision),
         }
 
         def compute(grid: Any, progress: Callable[[int, int], None]) -> Any:
@@ -233,6 +250,7 @@ def surface_cmd(
                 seed=seed,
                 batch_size=batch_size,
                 points_per_batch=points_per_batch,
+                precision=precision,
                 grid=grid,
                 progress=progress,
             )
@@ -266,7 +284,9 @@ def surface_cmd(
 
         return GridJob(config, shape, fields_for(eps), compute, plan, stats)
 
-    runs = eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d")
+    runs = eps_runs(
+        checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d", **precision_key(precision)
+    )
     run_grid_command(
         "surface",
         inputs,
@@ -293,6 +313,7 @@ def surface_cmd(
     help="[FILE:]/hessian/<run> saved with --save-vectors (default: computed here).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@precision_option
 @click.option(
     "--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing."
 )
@@ -304,6 +325,7 @@ def cosine_cmd(
     repeats: int,
     hessian_group: str | None,
     batch_size: int,
+    precision: str,
     dry_run: bool,
     eps_list: tuple[float, ...],
     norm: str,
@@ -337,6 +359,7 @@ def cosine_cmd(
             "repeats": repeats,
             "hessian_group": hessian_group,
             **data_config(inputs, data["split"], attack, seed),
+            **precision_key(precision),
         }
 
         def compute(grid: Any, progress: Callable[[int, int], None]) -> Any:
@@ -355,6 +378,7 @@ def cosine_cmd(
                 batch_size=batch_size,
                 hessian_group=hessian_group,
                 results_file=out,
+                precision=precision,
                 grid=grid,
                 progress=progress,
             )
@@ -382,7 +406,7 @@ def cosine_cmd(
 
         return GridJob(config, alphas.shape, FIELDS, compute, plan, stats)
 
-    runs = eps_runs(checkpoint, name, eps_list, norm=norm)
+    runs = eps_runs(checkpoint, name, eps_list, norm=norm, **precision_key(precision))
     run_grid_command(
         "cosine",
         inputs,
