@@ -244,13 +244,16 @@ def _stack(base: ParamDict, directions: Sequence[ParamDict], coeffs: Tensor) -> 
     return out
 
 
+ACTIVATION_PROBE = (1, 2)  # examples in the two forwards that measure activation sizes
+
+
 def _activation_bytes(model: nn.Module, X: Tensor) -> int:
     """Bytes autograd saves per example for an input gradient at fp32 (eval mode): the
     difference of a one- and a two-example forward, so the weights it saves drop out."""
     params = named_params(model)
     sizes = []
     with eval_mode(model), torch.enable_grad():
-        for n in (1, 2):
+        for n in ACTIVATION_PROBE:
             saved = [0]
 
             def pack(t: Tensor, saved: list[int] = saved) -> Tensor:
@@ -277,7 +280,8 @@ def adversarial_points_per_call(
 ) -> int:
     """Points attacked per stacked PGD call: `points_per_batch`, fewer (at least 1) when
     their saved activations for a batch would exceed `stacked_pgd_budget` (sizes at fp32,
-    an upper bound for bf16 and fp16). Small models stack every point of a block."""
+    an upper bound for bf16 and fp16; measured by two tiny forwards, `ACTIVATION_PROBE`).
+    Small models stack every point of a block."""
     per_point = _activation_bytes(model, X) * min(batch_size, X.shape[0])
     return max(1, min(points_per_batch, stacked_pgd_budget(X.device) // per_point))
 
@@ -361,7 +365,7 @@ def surface(
 
     adv_per_call = (
         adversarial_points_per_call(model, X, batch_size, per_call)
-        if attack is not None and per_call > 1
+        if attack is not None and per_call > 1 and blocks
         else 1
     )
 
