@@ -118,6 +118,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="Intra-op CPU threads (default torch's; 1 keeps a shared machine's timings steady).",
+    )
+    parser.add_argument(
         "--default-allocator",
         action="store_true",
         help="Leave glibc malloc untuned (the landscape command tunes it at start).",
@@ -126,6 +132,8 @@ def main() -> None:
     tuned = not args.default_allocator and tune_cpu_allocator()
     print(f"glibc malloc tuned as the landscape command does: {'yes' if tuned else 'no'}")
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.manual_seed(0)
     model = build_from_spec(model_spec(args.arch, args.dataset, width=args.width), device).eval()
@@ -145,7 +153,8 @@ def main() -> None:
     t_peer, t_ours, t_single = t["peer"], t["ours"], t["single"]
     total = n * n
     print(
-        f"{args.arch} w={args.width} on {args.dataset}, {X.shape[0]} examples, {n}x{n} grid, {device}"
+        f"{args.arch} w={args.width} on {args.dataset}, {X.shape[0]} examples, {n}x{n} grid, "
+        f"{device}, {torch.get_num_threads()} threads"
     )
     print(f"  loss-landscapes random_plane   {total / t_peer:9.1f} points/s")
     print(
