@@ -8,11 +8,12 @@ one module by name (`functional_call`) and vmaps `--points` points per call; the
 the module's parameters in place and evaluates one point at a time. The peer spans its grid
 with its own scale convention (+-||theta|| / (2 distance)); the number of points and the
 work per point are the same. Goals: >= 1.3x the peer on CPU (>= 5x on a GPU); an
-adversarial point at <= 1.0 (K + 1) unbatched clean points, that is below the K + 1
-forward-backward passes of attacking and evaluating one point alone (K PGD iterations plus
-the loss evaluations), which stacking the points makes possible. The adversarial surface
-is timed with its points stacked and one at a time (`--points-per-batch 1`), and the
-unbatched clean point, the batched clean point and the pass are printed as units.
+adversarial point at <= 1.0 (K + 1) forward-backward passes (one pass: a forward and an
+input gradient of the batch at one parameter point), K + 1 being the limit for a point
+attacked alone (K PGD iterations plus the loss evaluations), which stacking the points
+undercuts. The adversarial surface is timed with its points stacked and one at a time
+(`--points-per-batch 1`); its point is also printed in units of clean points, unbatched
+and batched (a no-grad forward, about a third of a pass).
 
     python bench/bench_surface.py                                   # lenet w=2, digits, CPU
     python bench/bench_surface.py --device cuda --arch resnet18 --width 4 --dataset cifar10 \\
@@ -203,8 +204,8 @@ def main() -> None:
         f"one at a time ({per_point['adv_single'] / t_adv:.2f}x)"
     )
     units = (
-        ("unbatched clean points", per_point["clean_single"], "   [goal <= 1.0 (K+1)]"),
-        ("forward-backward passes", t_pass, "   [unbatched limit K+1]"),
+        ("forward-backward passes", t_pass, "   [limit of one point alone K+1; goal 1.0 (K+1)]"),
+        ("unbatched clean points", per_point["clean_single"], ""),
         (f"batched clean points ({points} / call)", per_point["clean"], ""),
     )
     for unit, seconds, note in units:
