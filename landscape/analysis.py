@@ -281,9 +281,11 @@ class Analysis:
         """Every option after defaults, JSON-ready (the attack flattened into it)."""
         out: dict[str, Any] = {}
         for f in fields(self):  # type: ignore[arg-type]
-            if not f.metadata.get("config", True):
-                continue
             value = getattr(self, f.name)
+            if not f.metadata.get("config", True) or (
+                f.metadata.get("omit_default") and value == f.default
+            ):
+                continue
             if isinstance(value, AttackConfig):
                 out.update(value.as_dict())
             elif isinstance(value, tuple):
@@ -302,6 +304,12 @@ def speed_knob(default: Any) -> Any:
     """A field that changes how fast a result comes, not its numbers (batch sizes, points
     per vmapped call): kept out of the stored config, so changing it reuses stored work."""
     return field(default=default, metadata={"config": False})
+
+
+def precision_field() -> Any:
+    """The dtype a grid analysis evaluates the network in (`params.PRECISIONS`); recorded
+    in the config except at its default fp32, so fp32 runs stored before it stay valid."""
+    return field(default="fp32", metadata={"omit_default": True})
 
 
 def given(default: Any = None) -> Any:

@@ -468,3 +468,40 @@ def autoattack_error(
         warnings=tuple(warnings),
         x_adv=x_adv,
     )
+
+
+def perturb_points(
+    forward: Forward,
+    x: Tensor,
+    y: Tensor,
+    cfg: AttackConfig,
+    points: int,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """PGD on one batch at `points` parameter points at once (surfaces batch their points).
+
+    `forward` maps the point-major stack of `points` copies of the batch, shape
+    (points * B, ...), to its logits, e.g. by a vmap over stacked parameter sets. Every
+    point starts from the random start that `perturb` draws from `generator` for (x, y),
+    drawn once and repeated: the result equals `points` calls of `perturb` with equally
+    seeded generators, up to the float rounding of the stacked forward. The per-example
+    cross-entropy sum makes each copy's gradient its own point's. Returns (points * B, ...).
+    """
+    if cfg.eps == 0 or cfg.steps == 0 and not cfg.random_start:
+        return x.detach().repeat(points, *([1] * (x.dim() - 1)))
+    x = x.detach()
+    delta = _random_start(x, cfg, generator) if cfg.random_start else torch.zeros_like(x)
+    reps = (points, *([1] * (x.dim() - 1)))
+    x, delta, y = x.repeat(reps), delta.repeat(reps), y.repeat(points)
+    x_adv = (x + delta).clamp_(0.0, 1.0)
+    for _ in range(cfg.steps):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(forward(x_adv), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            step = grad.sign() if cfg.norm == "linf" else grad / _per_sample_norm(grad)
+            delta = _project(x_adv.detach() + cfg.step_size * step - x, cfg)
+            x_adv = (x + delta).clamp_(0.0, 1.0)
+    return x_adv.detach()

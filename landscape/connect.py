@@ -56,13 +56,29 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed, store
-from .analysis import Analysis, Group, Inputs, PlanContext, Stored, foreign_reading
+from .analysis import (
+    Analysis,
+    Group,
+    Inputs,
+    PlanContext,
+    Stored,
+    foreign_reading,
+    precision_field,
+)
 from .attacks import AttackConfig, attack_config, evaluate, perturb
 from .checkpoint import build_from_spec, build_stored, load_checkpoint, read_checkpoint, sha256_file
 from .data import augment, batches, dataset_info, load_dataset
 from .dryrun import BOOL, F32, F64, Calibration, Plan, Tally, arrays_bytes, size_text
 from .optim import BatchLoss, StepContext, UpdateRule
-from .params import ParamDict, estimate_bn, flatten, forward_at, functional_forward, named_params
+from .params import (
+    ParamDict,
+    estimate_bn,
+    flatten,
+    forward_at,
+    functional_forward,
+    named_params,
+    precision_dtype,
+)
 from .train import Diverged, TrainConfig
 from .util import BadInput, atomic_path, make_generator
 
@@ -714,10 +730,12 @@ def point_buffers(
     attack: AttackConfig | None = None,
     batch_size: int = 500,
     seed: int = 0,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, Tensor]:
     """The BN statistics used to evaluate `params`: clean, or (`bn_inputs="adv"`) on PGD
-    examples generated in eval mode at the clean statistics."""
-    clean = estimate_bn(net, params, X, batch_size=batch_size)
+    examples generated in eval mode at the clean statistics; estimated with the network in
+    `dtype` (default fp32) and returned in it."""
+    clean = estimate_bn(net, params, X, batch_size=batch_size, dtype=dtype)
     if bn_inputs == "clean" or not clean:
         return clean
     if attack is None or attack.eps == 0:
@@ -725,9 +743,9 @@ def point_buffers(
     gen = make_generator(seed, X.device)
 
     def adversarial(xb: Tensor, yb: Tensor) -> Tensor:
-        return perturb(forward_at(net, params, clean), xb, yb, attack, generator=gen)
+        return perturb(forward_at(net, params, clean, dtype), xb, yb, attack, generator=gen)
 
-    return estimate_bn(net, params, X, y, batch_size=batch_size, attack=adversarial)
+    return estimate_bn(net, params, X, y, batch_size=batch_size, attack=adversarial, dtype=dtype)
 
 
 def check_evaluation(points: int, bn_inputs: str, attack: AttackConfig) -> None:
@@ -823,6 +841,7 @@ def connect(
     bn_data: tuple[Tensor, Tensor] | None = None,
     batch_size: int = 500,
     seed: int = 0,
+    precision: str = "fp32",
     grid: store.Grid | None = None,
     progress: Callable[[int, int], None] | None = None,
     stop_after_points: int | None = None,
@@ -833,8 +852,11 @@ def connect(
 
     With a `grid`, finished points persist as they finish and are skipped on a rerun.
     `stop_after_points` ends early (as an interruption would); the result is then partial.
+    `precision` (fp32, bf16, fp16) is the dtype of the evaluation, BN re-estimation and PGD
+    included; B(t) itself is computed in fp32.
     """
     check_evaluation(points, bn_inputs, attack)
+    dtype = precision_dtype(precision)
     names = fields(attack.eps > 0)
     grid = store.resolve_grid(grid, (points,), names)
     ts = np.linspace(0.0, 1.0, points)
@@ -857,11 +879,12 @@ def connect(
                 attack=attack,
                 batch_size=batch_size,
                 seed=seed,
+                dtype=dtype,
             )
             net.eval()
             for split, (X, y) in (("train", train_data), ("test", test_data)):
                 ev = evaluate(
-                    forward_at(net, params, stats),
+                    forward_at(net, params, stats, dtype),
                     X,
                     y,
                     attack,
@@ -990,6 +1013,7 @@ class Connect(Analysis):
     bn_inputs: str = "clean"
     batch_size: int = 500
     seed: int = 0
+    precision: str = precision_field()
 
     def check(self, inputs: Inputs | None) -> None:
         if not isinstance(inputs, CurveInputs):
@@ -1019,6 +1043,7 @@ class Connect(Analysis):
             bn_data=inputs.bn,
             batch_size=self.batch_size,
             seed=self.seed,
+            precision=self.precision,
             grid=grid,
             progress=progress,
         )

@@ -29,11 +29,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .analysis import Analysis, Group, Inputs, PlanContext, Stored, given, speed_knob
+from .analysis import (
+    Analysis,
+    Group,
+    Inputs,
+    PlanContext,
+    Stored,
+    given,
+    precision_field,
+    speed_knob,
+)
 from .attacks import AttackConfig, attack_config, perturb
 from .directions import compute_directions, load_directions, on_params, random_direction, unit
 from .dryrun import BOOL, F64, I64, Plan, Tally, arrays_bytes
-from .params import ParamDict, combine, eval_mode, forward_at, named_params
+from .params import ParamDict, combine, eval_mode, forward_at, named_params, precision_dtype
 from .store import MASKS, Grid, resolve_grid
 from .util import BadInput, make_generator
 
@@ -116,8 +125,10 @@ def _attack_pair(
     attack: AttackConfig,
     seed: int,
     batch_size: int,
+    dtype: torch.dtype | None = None,
 ) -> tuple[float, int, float, float]:
-    """One repeat at one a: (mean cosine, zero count, robust error +, robust error -).
+    """One repeat at one a: (mean cosine, zero count, robust error +, robust error -), the
+    network evaluated in `dtype` (PGD included; default fp32).
 
     Non-finite logits at theta +- a v (a diverging loss) make every value NaN: PGD's sign
     steps would otherwise turn NaN gradients into finite-looking perturbations."""
@@ -131,7 +142,7 @@ def _attack_pair(
         xb, yb = X[i : i + batch_size], y[i : i + batch_size]
         deltas = []
         for j, params in enumerate((plus, minus)):
-            forward = forward_at(model, params)
+            forward = forward_at(model, params, dtype=dtype)
             x_adv = perturb(forward, xb, yb, attack, generator=gens[j])
             with torch.no_grad():
                 logits = forward(x_adv)
@@ -168,6 +179,7 @@ def cosine(
     repeats: int = 4,
     seed: int = 0,
     batch_size: int = 1024,
+    precision: str = "fp32",
     grid: Grid | None = None,
     progress: Progress | None = None,
 ) -> CosineResult:
@@ -176,8 +188,11 @@ def cosine(
     `directions` may give either or both as name-keyed dicts (normalized to unit norm;
     for instance a stored eigenvector read by `directions.load_directions`); by default
     `top` is computed (the top eigenvector of the Hessian of L_eps on (X, y)) and
-    `random` is drawn from `seed`.
+    `random` is drawn from `seed`. `precision` (fp32, bf16, fp16) is the dtype the
+    attacks and evaluations run in; the directions, their Hessian and the parameters
+    theta +- a v stay fp32.
     """
+    dtype = precision_dtype(precision)
     alphas = check_grid(alpha, repeats)
     family = family or ("mnist-like" if X.shape[1] == 1 else "cifar-like")
     attack = attack_config(eps, family=family, norm=norm, steps=steps, step_size=step_size)
@@ -214,6 +229,7 @@ def cosine(
                         attack,
                         repeat_seed(seed, r),
                         batch_size,
+                        dtype,
                     )
                     for r in range(repeats)
                 ]
@@ -258,6 +274,7 @@ class Cosine(Analysis):
     hessian_group: str | None = None
     batch_size: int = speed_knob(1024)
     seed: int = 0
+    precision: str = precision_field()
     directions: Mapping[str, ParamDict] | None = given()
 
     def check(self, inputs: Inputs) -> None:
@@ -293,6 +310,7 @@ class Cosine(Analysis):
             repeats=self.repeats,
             seed=self.seed,
             batch_size=self.batch_size,
+            precision=self.precision,
             grid=grid,
             progress=progress,
         )

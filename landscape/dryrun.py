@@ -13,6 +13,9 @@ Passes are counted by kind, each with its forward and its backward:
 - `forward_stacked`: a clean surface point evaluated with P parameter sets per vmapped
   call (P x b example-passes per call of b examples);
 - `input_grad`: forward + backward to the input (one PGD iteration);
+- `input_grad_stacked`: one PGD iteration at P stacked surface points per vmapped call
+  (P x b example-passes each way; the adversarial forward that follows counts as
+  `forward` with P x b example-passes in one call);
 - `weight_grad`: forward + backward to the weights (a training step, AWP's proxy step,
   the gradients of `smoothness`); TRADES' two forwards count 2b;
 - `hvp`: one Hessian-vector product on b examples, forward-over-reverse: counted as one
@@ -47,12 +50,13 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from . import store
-from .attacks import AttackConfig, perturb
+from .attacks import AttackConfig, perturb, perturb_points
 from .params import eval_mode, functional_forward
 from .util import make_generator
 
-KINDS = ("forward", "forward_stacked", "input_grad", "weight_grad", "hvp")
-BACKWARD_KINDS = ("input_grad", "weight_grad", "hvp")
+KINDS = ("forward", "forward_stacked", "input_grad", "input_grad_stacked", "weight_grad", "hvp")
+BACKWARD_KINDS = ("input_grad", "input_grad_stacked", "weight_grad", "hvp")
+STACKED_KINDS = ("forward_stacked", "input_grad_stacked")
 CALIBRATION_SECONDS = 0.25  # per kind
 CALIBRATION_REPEATS = 10
 HVP_BLOCK = 16  # vectors per vmapped pass: HessianOperator's default block
@@ -185,9 +189,23 @@ class Calibration:
                 for n, p in model.named_parameters()
             }
             return lambda: vmap(lambda p: functional_forward(model, p, x))(stacked)
+        step = AttackConfig(eps=8 / 255, steps=1, step_size=2 / 255)
+        if kind == "input_grad_stacked":
+            stacked = {
+                n: p.detach().unsqueeze(0).expand(points, *p.shape)
+                for n, p in model.named_parameters()
+            }
+
+            def forward(z: Tensor) -> Tensor:
+                per_point = z.view(points, *x.shape)
+                return vmap(lambda p, xb: functional_forward(model, p, xb))(stacked, per_point)
+
+            gen = make_generator(0, self.device)
+            return lambda: perturb_points(
+                lambda z: forward(z).flatten(0, 1), x, y, step, points, generator=gen
+            )
         if kind == "input_grad":
             # One real PGD iteration, with its sign, projection and clamp.
-            step = AttackConfig(eps=8 / 255, steps=1, step_size=2 / 255)
             return lambda: perturb(model, x, y, step, generator=make_generator(0, self.device))
         if kind == "weight_grad":
             weights = [p for p in model.parameters() if p.requires_grad]
@@ -219,16 +237,24 @@ class Calibration:
                 elapsed = time.perf_counter() - start
         return elapsed / repeats / (self.x.shape[0] * points)
 
-    def seconds(self, passes: Mapping[str, int], points: int = 1) -> float:
-        """Estimated wall time of these example-passes (`points` stacked per vmapped call)."""
+    def seconds(self, passes: Mapping[str, int], points: int | Mapping[str, int] = 1) -> float:
+        """Estimated wall time of these example-passes (`points` stacked per vmapped call, one
+        number for both stacked kinds or one per kind)."""
         total = 0.0
         for kind, count in passes.items():
-            key = (kind, points if kind == "forward_stacked" else 1)
+            key = _rate_key(kind, points)
             if count:
                 if key not in self.per_example:
                     self.per_example[key] = self._measure(*key)
                 total += count * self.per_example[key]
         return total
+
+
+def _rate_key(kind: str, points: int | Mapping[str, int]) -> tuple[str, int]:
+    """The calibration entry of a kind: stacked kinds are measured at their points per call."""
+    if kind not in STACKED_KINDS:
+        return kind, 1
+    return kind, points if isinstance(points, int) else points.get(kind, 1)
 
 
 # ---------------------------------------------------------------------------- counting
@@ -309,14 +335,10 @@ class Tally:
         runs: Sequence[str],
         calibration: Calibration,
         result_bytes: int,
-        points: int = 1,
+        points: int | Mapping[str, int] = 1,
     ) -> Plan:
         seconds = calibration.seconds(self.passes, points)
-        rates = {
-            k: calibration.per_example[(k, points if k == "forward_stacked" else 1)]
-            for k in KINDS
-            if self.passes[k]
-        }
+        rates = {k: calibration.per_example[_rate_key(k, points)] for k in KINDS if self.passes[k]}
         return Plan(
             command,
             tuple(runs),

@@ -9,10 +9,19 @@ on the analysed data at each point (`bn="recompute"`, a size-weighted average ov
 batches, as for mode connectivity).
 
 One model instance serves every point: parameters are swapped in by name through
-`torch.func.functional_call`. Clean points are evaluated `points_per_batch` at a time by
-`torch.func.vmap` over stacked parameter sets (default 8 on a CPU, 32 on an accelerator).
-Points are processed in fixed blocks of flat grid indices, so an interrupted and resumed
-run repeats exactly the same arithmetic and gives bit-identical arrays.
+`torch.func.functional_call`. Points are evaluated `points_per_batch` at a time by
+`torch.func.vmap` over stacked parameter sets (default 8 on a CPU, 32 on an accelerator):
+the clean forward, and for eps > 0 every PGD iteration (one vmapped forward and input
+gradient for all the points, `attacks.perturb_points`) and the adversarial forward. The
+stacked PGD uses the single-point path's random start at every point, so it gives the
+single-point numbers up to float rounding; its points per call are capped so that their
+saved activations stay within a memory budget (`adversarial_points_per_call`). Points are
+processed in fixed blocks of flat grid indices, so an interrupted and resumed run repeats
+exactly the same arithmetic and gives bit-identical arrays.
+
+`precision` (`fp32`, `bf16`, `fp16`) is the dtype the network is evaluated in, PGD included;
+directions and the parameters of each point are computed in fp32 and cast at the call
+(`params.functional_forward`), losses are summed in fp64.
 """
 
 from __future__ import annotations
@@ -28,19 +37,28 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from .analysis import Analysis, Group, Inputs, PlanContext, Stored, given, speed_knob
-from .attacks import AttackConfig, attack_config, perturb
+from .analysis import (
+    Analysis,
+    Group,
+    Inputs,
+    PlanContext,
+    Stored,
+    given,
+    precision_field,
+    speed_knob,
+)
+from .attacks import AttackConfig, attack_config, perturb, perturb_points
 from .directions import FILE_KINDS, Directions, compute_directions, load_directions, on_params
 from .dryrun import BOOL, F32, F64, Plan, Tally, arrays_bytes
 from .params import (
     ParamDict,
-    combine,
     estimate_bn,
     eval_mode,
     forward_at,
     functional_forward,
     global_norm,
     named_params,
+    precision_dtype,
 )
 from .store import MASKS, Grid, resolve_grid
 from .util import BadInput, make_generator
@@ -176,20 +194,76 @@ def point_losses(
     return loss, err
 
 
-def _stacked_losses(
-    model: nn.Module, stacked: Mapping[str, Tensor], X: Tensor, y: Tensor, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean clean loss and error at P stacked parameter sets, one vmapped forward per batch.
+def _vmapped(
+    model: nn.Module,
+    stacked: Mapping[str, Tensor],
+    x: Tensor,
+    dtype: torch.dtype | None,
+    *,
+    per_point: bool,
+) -> Tensor:
+    """Logits (P, B, classes) at P stacked parameter sets, of one batch x (B, ...) shared by
+    every point or, `per_point`, of a batch of its own per point, x (P, B, ...)."""
+    return vmap(
+        lambda p, xb: functional_forward(model, p, xb, dtype=dtype),
+        in_dims=(0, 0 if per_point else None),
+    )(dict(stacked), x)
 
-    A call holds P x `batch_size` examples' activations. Inference mode, not just no_grad:
-    it also skips version counting and view tracking, a few percent of a small model's point.
+
+def _points_minor(x: Tensor) -> Tensor:
+    """Per-point image batches x (P, B, C, H, W), stored as (B, H, W, P, C).
+
+    vmap runs a convolution whose input and weights both carry the point axis as one grouped
+    convolution over (B, P x C, H, W); in this layout that view is channels-last without a
+    copy, oneDNN's fast path for grouped convolutions on a CPU. Measured per stacked PGD
+    iteration on digits (8 points): LeNet 11%, VGG 5%, ResNet-18 30% faster; an MLP, which
+    flattens its input, 25% slower, so only models with convolutions use it.
+    """
+    return x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2)
+
+
+def _stacked_losses(
+    model: nn.Module,
+    stacked: Mapping[str, Tensor],
+    X: Tensor,
+    y: Tensor,
+    batch_size: int,
+    *,
+    attack: AttackConfig | None = None,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean loss and error at P stacked parameter sets, on (X, y) or, with `attack`, on PGD
+    examples made at each point (`perturb_points`: one vmapped forward and input gradient
+    per iteration for all P), started from the generator of `seed` as `point_losses` does.
+
+    The final forward of a batch is vmapped too, in inference mode (not just no_grad: it
+    also skips version counting and view tracking, a few percent of a small model's point).
+    A call holds P x `batch_size` examples' activations. On a CPU, models with convolutions
+    get their per-point batches in the layout of `_points_minor`.
     """
     points = next(iter(stacked.values())).shape[0]
+    generator = make_generator(seed, X.device) if attack is not None else None
+    relayout = (
+        X.dim() == 4
+        and X.device.type == "cpu"
+        and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    )
     total = torch.zeros(points, 2, dtype=torch.float64, device=X.device)
-    with torch.inference_mode():
-        for i in range(0, X.shape[0], batch_size):
-            xb, yb = X[i : i + batch_size], y[i : i + batch_size]
-            logits = vmap(lambda p, xb=xb: functional_forward(model, p, xb))(dict(stacked))
+    for i in range(0, X.shape[0], batch_size):
+        xb, yb = X[i : i + batch_size], y[i : i + batch_size]
+        if attack is not None:
+            shape = (points, *xb.shape)
+
+            def forward(x: Tensor, shape: tuple[int, ...] = shape) -> Tensor:
+                x = _points_minor(x.view(shape)) if relayout else x.view(shape)
+                return _vmapped(model, stacked, x, dtype, per_point=True).flatten(0, 1)
+
+            xb = perturb_points(forward, xb, yb, attack, points, generator=generator).view(shape)
+            if relayout:
+                xb = _points_minor(xb)
+        with torch.inference_mode():
+            logits = _vmapped(model, stacked, xb, dtype, per_point=attack is not None)
             target = yb.expand(points, -1)
             loss = _cross_entropy(logits, target).sum(1)
             wrong = (logits.argmax(-1) != target).sum(1)
@@ -203,7 +277,7 @@ def _stack(base: ParamDict, directions: Sequence[ParamDict], coeffs: Tensor) -> 
 
     One `addmm` per parameter (coefficients x stacked directions) rather than a clone and
     one multiply-add per direction: on small models this bookkeeping is a visible part of
-    a clean point.
+    a clean point. Single points use it too, so they get the stacked points' parameters.
     """
     out = {}
     for name, b in base.items():
@@ -213,24 +287,52 @@ def _stack(base: ParamDict, directions: Sequence[ParamDict], coeffs: Tensor) -> 
     return out
 
 
-def _point(
-    model: nn.Module,
-    base: ParamDict,
-    vectors: Sequence[ParamDict],
-    coeffs: Tensor,
-    recompute: bool,
-    X: Tensor,
-    batch_size: int,
-) -> Callable[[Tensor], Tensor]:
-    """The model's forward at base + sum_k c_k d_k (BN re-estimated on X when `recompute`)."""
-    params = combine(base, *((float(c), d) for c, d in zip(coeffs.tolist(), vectors)))
-    buffers = estimate_bn(model, params, X, batch_size=batch_size) if recompute else None
-    return forward_at(model, params, buffers)
+ACTIVATION_PROBE = (1, 2)  # examples in the two forwards that measure activation sizes
+
+
+def _activation_bytes(model: nn.Module, X: Tensor) -> int:
+    """Bytes autograd saves per example for an input gradient at fp32 (eval mode): the
+    difference of a one- and a two-example forward, so the weights it saves drop out."""
+    params = named_params(model)
+    sizes = []
+    with eval_mode(model), torch.enable_grad():
+        for n in ACTIVATION_PROBE:
+            saved = [0]
+
+            def pack(t: Tensor, saved: list[int] = saved) -> Tensor:
+                saved[0] += t.numel() * t.element_size()
+                return t
+
+            x = X[:1].repeat(n, *([1] * (X.dim() - 1))).requires_grad_(True)
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                functional_forward(model, params, x)
+            sizes.append(saved[0])
+    return max(sizes[1] - sizes[0], 1)
+
+
+def stacked_pgd_budget(device: torch.device) -> int:
+    """Bytes of saved activations one stacked PGD call may hold: a quarter of a CUDA
+    device's memory, 1 GiB elsewhere (CPU memory is shared with everything else)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    return 1 << 30
+
+
+def adversarial_points_per_call(
+    model: nn.Module, X: Tensor, batch_size: int, points_per_batch: int
+) -> int:
+    """Points attacked per stacked PGD call: `points_per_batch`, fewer (at least 1) when
+    their saved activations for a batch would exceed `stacked_pgd_budget` (sizes at fp32,
+    an upper bound for bf16 and fp16; measured by two tiny forwards, `ACTIVATION_PROBE`).
+    Small models stack every point of a block."""
+    per_point = _activation_bytes(model, X) * min(batch_size, X.shape[0])
+    return max(1, min(points_per_batch, stacked_pgd_budget(X.device) // per_point))
 
 
 def default_points_per_batch(device: torch.device) -> int:
-    """Clean points per vmapped call: 32 on an accelerator, 8 on a CPU (on digits LeNet
-    w=1-2, VGG and MLP models 8 was 1.1-2.6x faster per point than one at a time)."""
+    """Points per vmapped call: 32 on an accelerator, 8 on a CPU (on digits LeNet w=1-2, VGG
+    and MLP models 8 clean points were 1.1-2.6x faster per point than one at a time, and
+    stacked PGD on LeNet w=2 1.3x; 16 and 32 gained no more)."""
     return 8 if device.type == "cpu" else 32
 
 
@@ -252,6 +354,7 @@ def surface(
     seed: int = 0,
     batch_size: int = 1024,
     points_per_batch: int | None = None,
+    precision: str = "fp32",
     grid: Grid | None = None,
     progress: Progress | None = None,
     **direction_options,
@@ -262,6 +365,7 @@ def surface(
     `compute_directions` with `direction_options`), a `Directions` (for instance read by
     `directions.load_directions`), or `dim` name-keyed dicts. `xrange`/`yrange` are (a, b, n) or explicit coordinates. With `grid`, points
     already done there are skipped and new ones are recorded in it (resumable runs).
+    `precision` is the dtype of the network's evaluation (fp32, bf16, fp16).
     """
     if dim not in (1, 2):
         raise BadInput(f"{{arg}} {dim} is not valid; use 1 or 2", argument="dim")
@@ -269,6 +373,7 @@ def surface(
         raise BadInput(
             f"{{arg}} {bn!r} is not valid; use one of {', '.join(BN_MODES)}", argument="bn"
         )
+    dtype = precision_dtype(precision)
     xs = _coords(xrange, "xrange")
     ys = _coords(yrange if yrange is not None else xrange, "yrange") if dim == 2 else None
     family = family or ("mnist-like" if X.shape[1] == 1 else "cifar-like")
@@ -304,30 +409,63 @@ def surface(
     # not depend on the rank, so the arrays equal one process's bit for bit.
     blocks = [s for s in range(0, total, per_call) if not flat_done[s : s + per_call].all()]
 
-    def work(start: int) -> list[tuple[tuple[int, ...], dict[str, float]]]:
-        block = range(start, min(start + per_call, total))
-        pending = [i for i in block if not flat_done[i]]
-        if per_call > 1:
-            loss, err = _stacked_losses(
-                model, _stack(base, vectors, coeffs[block.start : block.stop]), X, y, batch_size
+    adv_per_call = (
+        adversarial_points_per_call(model, X, batch_size, per_call)
+        if attack is not None and per_call > 1 and blocks
+        else 1
+    )
+
+    def block_values(block: range) -> dict[str, np.ndarray]:
+        """Every field at every point of a block, done points included, so that a block's
+        arithmetic never depends on what an earlier run finished."""
+        stacked = _stack(base, vectors, coeffs[block.start : block.stop])
+        if per_call == 1:
+            params = {name: rows[0] for name, rows in stacked.items()}
+            buffers = (
+                estimate_bn(model, params, X, batch_size=batch_size, dtype=dtype)
+                if recompute
+                else None
             )
-        out = []
-        for i in pending:
-            if per_call > 1:
-                values = {"loss": float(loss[i - start]), "error": float(err[i - start])}
-            else:
-                forward = _point(model, base, vectors, coeffs[i], recompute, X, batch_size)
-                values = dict(zip(CLEAN_FIELDS, point_losses(forward, X, y, batch_size=batch_size)))
+            forward = forward_at(model, params, buffers, dtype)
+            found = point_losses(forward, X, y, batch_size=batch_size)
             if attack is not None:
-                if per_call > 1:
-                    forward = _point(model, base, vectors, coeffs[i], False, X, batch_size)
                 gen = make_generator(seed, device)
-                adv = point_losses(
+                found += point_losses(
                     forward, X, y, attack=attack, generator=gen, batch_size=batch_size
                 )
-                values.update(zip(ADV_FIELDS, adv))
-            out.append(([int(j) for j in np.unravel_index(i, shape)], values))
-        return out
+            return {f: np.array([v]) for f, v in zip(fields, found)}
+        values = dict(
+            zip(CLEAN_FIELDS, _stacked_losses(model, stacked, X, y, batch_size, dtype=dtype))
+        )
+        if attack is not None:
+            chunks = [
+                _stacked_losses(
+                    model,
+                    {name: rows[c : c + adv_per_call] for name, rows in stacked.items()},
+                    X,
+                    y,
+                    batch_size,
+                    attack=attack,
+                    seed=seed,
+                    dtype=dtype,
+                )
+                for c in range(0, len(block), adv_per_call)
+            ]
+            for k, f in enumerate(ADV_FIELDS):
+                values[f] = np.concatenate([chunk[k] for chunk in chunks])
+        return values
+
+    def work(start: int) -> list[tuple[list[int], dict[str, float]]]:
+        block = range(start, min(start + per_call, total))
+        values = block_values(block)
+        return [
+            (
+                [int(j) for j in np.unravel_index(i, shape)],
+                {f: float(values[f][i - start]) for f in fields},
+            )
+            for i in block
+            if not flat_done[i]
+        ]
 
     with eval_mode(model):
         grid.run(blocks, work, progress)
@@ -387,6 +525,7 @@ class Surface(Analysis):
     batch_size: int = speed_knob(1024)
     points_per_batch: int | None = speed_knob(None)
     seed: int = 0
+    precision: str = precision_field()
     directions: Directions | None = given()
 
     def check(self, inputs: Inputs) -> None:
@@ -456,13 +595,15 @@ class Surface(Analysis):
             seed=self.seed,
             batch_size=self.batch_size,
             points_per_batch=self.points_per_batch,
+            precision=self.precision,
             grid=grid,
             progress=progress,
         )
 
     def plan(self, inputs: Inputs, context: PlanContext) -> Plan:
         """Per point a clean pass (vmapped `points_per_batch` at a time, or BN
-        re-estimation plus a clean pass) and, for eps > 0, PGD plus an adversarial forward."""
+        re-estimation plus a clean pass) and, for eps > 0, PGD plus an adversarial forward
+        (stacked in chunks of `adversarial_points_per_call` when the clean pass is vmapped)."""
         from .dryrun import eigen_directions_passes
 
         model, shape = inputs.model, self.shape(inputs)
@@ -476,19 +617,30 @@ class Surface(Analysis):
         per_call = (
             1 if recompute else (self.points_per_batch or default_points_per_batch(inputs.X.device))
         )
+        adv_per_call = 1
+        if attack is not None and per_call > 1 and not context.done.all():
+            adv_per_call = adversarial_points_per_call(model, inputs.X, bs, per_call)
+            for examples in ACTIVATION_PROBE:  # the forwards that size the stacked attack
+                tally.add("forward", examples, examples)
         flat = context.done.reshape(-1)
         for start in range(0, flat.size, per_call):
             block = flat[start : start + per_call]
-            pending = int((~block).sum())
-            if not pending:
+            if block.all():
                 continue
-            if per_call > 1:
-                tally.add("forward_stacked", n, bs, rows=block.size)
-            else:
+            if per_call == 1:
                 tally.add("forward", n, bs, 2 if recompute else 1)
-            tally.pgd(n, bs, attack, pending)
-            if attack is not None:
-                tally.add("forward", n, bs, pending)
+                tally.pgd(n, bs, attack)
+                if attack is not None:
+                    tally.add("forward", n, bs)
+                continue
+            tally.add("forward_stacked", n, bs, rows=block.size)
+            if attack is None:
+                continue
+            # A block attacks all its points, done ones too (its arithmetic is fixed).
+            for chunk in range(0, block.size, adv_per_call):
+                rows = min(adv_per_call, block.size - chunk)
+                tally.add("input_grad_stacked", n, bs, attack.steps, rows=rows)
+                tally.add("forward", n, bs, rows=rows)
         sizes = {"x": ((shape[0],), F64), "done": (shape, BOOL), "nonfinite": (shape, BOOL)}
         if self.dim == 2:
             sizes["y"] = ((shape[1],), F64)
@@ -498,8 +650,9 @@ class Surface(Analysis):
             sizes["explained_variance_ratio"] = ((self.dim,), F32)
             sizes["trajectory"] = ((len(trajectory.paths), self.dim), F32)
             sizes["trajectory_epoch"] = ((len(trajectory.paths),), F64)
+        points = {"forward_stacked": per_call, "input_grad_stacked": adv_per_call}
         return tally.plan(
-            "surface", [context.group], context.calibration, arrays_bytes(sizes), per_call
+            "surface", [context.group], context.calibration, arrays_bytes(sizes), points
         )
 
     def to_group(self, result: SurfaceResult) -> Group:

@@ -17,6 +17,7 @@ from .common import (
     run_jobs,
     run_name,
 )
+from .grids import precision_key, precision_option
 
 
 @cli.command(name="connect")
@@ -117,6 +118,7 @@ from .common import (
     is_flag=True,
     help="Replace a stored run, curve or partial work that has another config.",
 )
+@precision_option
 @click.option(
     "--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing."
 )
@@ -141,6 +143,7 @@ def connect_(
     out: str,
     name: str | None,
     overwrite: bool,
+    precision: str,
     dry_run: bool,
     foreign: dict[str, Any],
     device: str,
@@ -179,9 +182,11 @@ def connect_(
         ends, training, data_root=data_root, samples=samples, bn_samples=bn_samples, device=dev
     )
     attack = attack_config(eps, family=family, norm=norm, steps=pgd_steps, step_size=pgd_step_size)
-    job = Connect(attack, points=points, bn_inputs=bn_inputs, seed=seed)
+    job = Connect(attack, points=points, bn_inputs=bn_inputs, seed=seed, precision=precision)
     job.check(inputs)
-    run = run_name(pair_label(start, end), name, order=training.order, eps=eps)
+    run = run_name(
+        pair_label(start, end), name, order=training.order, **precision_key(precision), eps=eps
+    )
     curve = Path(curve_out) if curve_out else Path(out).parent / f"{run}.curve.pt"
     inputs, steps, rows = _curve_step(
         job, inputs, run, curve, out=out, data_root=data_root, overwrite=overwrite, dry_run=dry_run

@@ -18,6 +18,20 @@ from .common import (
     run_jobs,
 )
 
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Dtype the network is evaluated in, PGD included (directions stay fp32).",
+)
+
+
+def precision_key(precision: str) -> dict[str, str]:
+    """The precision's entry in a run's config and name: none for fp32, so results stored
+    before the option existed stay valid, and a bf16 run never reuses an fp32 one."""
+    return {} if precision == "fp32" else {"precision": precision}
+
 
 @cli.command(name="surface")
 @click.argument("checkpoint", type=click.Path())
@@ -62,8 +76,9 @@ from .common import (
     "--points-per-batch",
     type=click.IntRange(min=1),
     default=None,
-    help="Clean points per vmapped call (default 8 on CPU, 32 on GPU; 1: no vmap).",
+    help="Points per vmapped call (default 8 on CPU, 32 on GPU; 1: no vmap).",
 )
+@precision_option
 @click.option(
     "--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing."
 )
@@ -83,6 +98,7 @@ def surface_cmd(
     orthogonalize: bool,
     batch_size: int,
     points_per_batch: int | None,
+    precision: str,
     dry_run: bool,
     eps_list: tuple[float, ...],
     norm: str,
@@ -105,7 +121,9 @@ def surface_cmd(
     xs = tuple(parse_range(xrange))
     ys = tuple(parse_range(yrange or xrange, "yrange")) if dim == 2 else None
     inputs = analysis_inputs(checkpoint, device=device, **data)
-    runs = eps_runs(checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d")
+    runs = eps_runs(
+        checkpoint, name, eps_list, dirs=dirs, dim=f"{dim}d", **precision_key(precision)
+    )
     jobs = eps_jobs(
         inputs,
         runs,
@@ -124,6 +142,7 @@ def surface_cmd(
             batch_size=batch_size,
             points_per_batch=points_per_batch,
             seed=seed,
+            precision=precision,
         ),
         out=out,
         norm=norm,
@@ -145,6 +164,7 @@ def surface_cmd(
     help="[FILE:]/hessian/<run> saved with --save-vectors (default: computed here).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@precision_option
 @click.option(
     "--dry-run", is_flag=True, help="Print the planned passes, time and result size; run nothing."
 )
@@ -156,6 +176,7 @@ def cosine_cmd(
     repeats: int,
     hessian_group: str | None,
     batch_size: int,
+    precision: str,
     dry_run: bool,
     eps_list: tuple[float, ...],
     norm: str,
@@ -178,7 +199,7 @@ def cosine_cmd(
     inputs = analysis_inputs(checkpoint, device=device, **data)
     jobs = eps_jobs(
         inputs,
-        eps_runs(checkpoint, name, eps_list, norm=norm),
+        eps_runs(checkpoint, name, eps_list, norm=norm, **precision_key(precision)),
         lambda attack: Cosine(
             attack,
             alpha=alphas,
@@ -186,6 +207,7 @@ def cosine_cmd(
             hessian_group=hessian_group,
             batch_size=batch_size,
             seed=seed,
+            precision=precision,
         ),
         out=out,
         norm=norm,
