@@ -202,7 +202,7 @@ def test_user_model_through_every_analysis(workspace, capsys, monkeypatch):
     net.load_state_dict({k[5:]: v for k, v in torch.load("net0.pt").items()})
     X, y = load_dataset("digits")
     direct = ls.hessian(net.eval(), X[:64], y[:64], top=3, random_samples=0)
-    np.testing.assert_allclose(row["top3"], direct.eigenvalues, rtol=1e-3)
+    np.testing.assert_allclose(row["top3"], direct.eigenpairs.eigenvalues, rtol=1e-3)
 
     code, out, err = run(
         ["surface", "net0.pt", *common, "--range", "-1:1:5", "--samples", "64"], capsys
