@@ -419,15 +419,22 @@ def eps_jobs(
 ) -> list[tuple[Any, Any, str, str]]:
     """The jobs of `run_jobs`, one per (eps, run name): the analysis `make(attack)` at that
     eps (the papers' PGD defaults for the data unless overridden), its files read
-    (`with_files`) and its options checked before anything runs."""
+    (`with_files`) and its options checked before anything runs. The files do not depend
+    on eps, so they are read once and handed to every job."""
+    from dataclasses import fields, replace
+
     from ..attacks import attack_config
 
-    jobs = []
+    jobs, read = [], None
     for eps, run in runs:
         attack = attack_config(
             eps, family=inputs.family, norm=norm, steps=pgd_steps, step_size=pgd_step_size
         )
-        job = make(attack).with_files(inputs, out)
+        job = make(attack)
+        if read is None:
+            job = read = job.with_files(inputs, out)
+        elif "directions" in {f.name for f in fields(job)}:
+            job = replace(job, directions=read.directions)
         job.check(inputs)
         jobs.append((inputs, job, run, f"eps {eps:.4g}"))
     return jobs
