@@ -87,14 +87,16 @@ def _decimals(value: float) -> int:
 
 def _number_pair(mean: float, std: float | None) -> str:
     """`3.40 ± 0.30`: the mean to three significant digits, the std to as many decimals
-    (more when it needs them to show its first digit); `3.40` without a std."""
+    (up to two more when it needs them to show its first digit); `3.40` without a std."""
     if not math.isfinite(mean):
         return str(mean)
     if abs(mean) >= 1e5 or 0 < abs(mean) < 1e-4:
         return f"{mean:.3g}" + ("" if std is None else f" ± {std:.2g}")
     digits = _decimals(mean)
     if std is not None and 0 < std < 1:
-        digits = min(6, max(digits, -math.floor(math.log10(std))))
+        needed = -math.floor(math.log10(std))
+        if needed <= digits + 2:  # a smaller std is rounding noise: it shows as 0
+            digits = min(6, max(digits, needed))
     return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
@@ -555,7 +557,7 @@ def check_cosine_drops(results: Path, options: Mapping[str, Any]) -> Verdict:
     limit = float(opts["max_robust_error"])
     text = (
         f"For every eps > 0, at a* (the largest a > 0 up to which the robust error at theta +- "
-        f"aV along the top eigenvector stays below {fmt(limit)}), 1 - cosine along the top "
+        f"aV along the top eigenvector stays below {limit:g}), 1 - cosine along the top "
         "eigenvector exceeds 1 - cosine along a random direction, and the robust error along "
         "the top eigenvector at a* exceeds the one at a = 0 (over seeds, beyond 2 standard "
         "errors)."
@@ -603,7 +605,7 @@ def check_connectivity(results: Path, options: Mapping[str, Any]) -> Verdict:
     opts = _options("connectivity", options, {"flat_fraction": (NUMBER, 0.1)})
     fraction = float(opts["flat_fraction"])
     text = (
-        f"(a) The eps = 0 curve is flat: its training-loss barrier is at most {fmt(fraction)} "
+        f"(a) The eps = 0 curve is flat: its training-loss barrier is at most {fraction:g} "
         "x the straight line's; (b) the curve's barrier (adversarial training loss for "
         "eps > 0) increases with eps."
     )
@@ -614,7 +616,8 @@ def check_connectivity(results: Path, options: Mapping[str, Any]) -> Verdict:
     def barrier(what: str) -> Callable[[Run], float]:
         def value(run: Run) -> float:
             metric = "adv_train_loss" if "adv_train_loss" in run.arrays else "train_loss"
-            needed = [p + m for p in ("", "line_") for m in (metric, metric[:-4] + "test_error")]
+            error = metric.replace("train_loss", "test_error")
+            needed = [p + m for p in ("", "line_") for m in (metric, error)]
             store.check_arrays(run.group, run.arrays, {"t": 1, **dict.fromkeys(needed, 1)})
             return barriers(run.arrays)[f"{metric}_barrier_{what}"]
 
@@ -861,7 +864,9 @@ def _table_rows(
 ) -> dict[str, Sample | None]:
     """A table's rows: mean, std and seed count of `metric` (std 0 and one seed when the
     group stores no `<metric>_std` or `seeds`)."""
-    store.check_arrays(where, arrays, {"row": 1, metric: 1})
+    store.check_arrays(where, arrays, {metric: 1})
+    if np.ndim(arrays.get("row")) != 1:
+        raise BadInput(f"{where}: dataset 'row' must list the row names")
     rows = [r.decode() if isinstance(r, bytes) else str(r) for r in arrays["row"]]
     means = np.asarray(arrays[metric], dtype=float)
     stds = np.asarray(arrays.get(f"{metric}_std", np.zeros(len(rows))), dtype=float)
@@ -1002,7 +1007,7 @@ def check_sweep_range(results: Path, options: Mapping[str, Any]) -> Verdict:
     margin, baseline = float(opts["good_margin"]), opts["baseline"]
     text = (
         f"Each warmup series ({', '.join(opts['warmup'])}) has a mean robust test error within "
-        f"{fmt(margin)} of the best of all series at more values of the swept setting than "
+        f"{margin:g} of the best of all series at more values of the swept setting than "
         f"the {baseline} series."
     )
     sweep = _sweep(results, opts["sweep"], "sweep_range")
@@ -1085,7 +1090,7 @@ def check_small_models(results: Path, options: Mapping[str, Any]) -> Verdict:
     text = (
         f"At the smallest width the {baseline} series' robust test error is higher than each "
         f"warmup series' ({', '.join(opts['warmup'])}, beyond 2 standard errors), and each "
-        f"warmup's error there is within {fmt(within)} of its best over widths."
+        f"warmup's error there is within {within:g} of its best over widths."
     )
     sweep = _sweep(results, opts["sweep"], "small_models")
     if sweep is None:
@@ -1121,7 +1126,7 @@ def check_faster_in_time(results: Path, options: Mapping[str, Any]) -> Verdict:
         {"pairs": (PAIRS, KANAI_PAIRS), "target": (OPTIONAL_NUMBER, None)},
     )
     target_words = (
-        f"robust test accuracy {fmt(opts['target'])}"
+        f"robust test accuracy {opts['target']:g}"
         if opts["target"] is not None
         else "the lower of the two methods' best robust test accuracies minus 0.02"
     )
