@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -182,12 +182,16 @@ class Model:
 
 @dataclass(frozen=True)
 class Run:
-    """One complete group `/<analysis>/<name>` and the model it was computed on (if known)."""
+    """One complete group `/<analysis>/<name>` and the model it was computed on (if known).
 
+    Its datasets are read when asked for, so stored eigenvectors or trajectories that no
+    check needs are never loaded."""
+
+    path: Path
     group: str
-    arrays: dict[str, np.ndarray]
+    names: frozenset[str]
     attrs: dict[str, Any]
-    model: Model | None
+    model: Model | None = None
 
     @property
     def name(self) -> str:
@@ -222,38 +226,68 @@ class Run:
     def collapsed(self) -> bool:
         return self.model is not None and self.model.collapsed
 
+    def has(self, name: str) -> bool:
+        return name in self.names
+
+    def raw(self, name: str) -> Any:
+        """A dataset as stored (numbers or text), None when the group has none."""
+        if name not in self.names:
+            return None
+        with store.open_results(self.path) as f:
+            ds = f[self.group][name]
+            if ds.dtype.kind not in "biuf" and h5py.check_string_dtype(ds.dtype) is None:
+                raise BadInput(
+                    f"{self.path}:{self.group}: dataset {name!r} has type {ds.dtype}, which "
+                    "landscape never writes"
+                )
+            return ds[()]
+
     def array(self, name: str, ndim: int | None = None) -> np.ndarray:
         """A stored array as floats; BadInput when the group lacks it (not landscape's layout)."""
-        store.check_arrays(self.group, self.arrays, {name: ndim})
-        return np.asarray(self.arrays[name], dtype=float)
+        value = self.raw(name)
+        found = {} if value is None else {name: value}
+        store.check_arrays(f"{self.path}:{self.group}", found, {name: ndim})
+        return np.asarray(value, dtype=float)
 
     def where(self, key: str) -> str:
         """`eps 0.3 seed 1`: the run as the numbers name it."""
         return f"{key} seed {self.seed}" if self.seed is not None else f"{key} ({self.name})"
 
 
-def _children(results: Path, analysis: str) -> list[str]:
+def _groups(results: Path, analysis: str) -> list[Run]:
+    """Every group `/<analysis>/<name>`, its dataset names and attributes (no model yet)."""
+    found = []
     with store.open_results(results) as f:
         node = f.get(analysis)
-        if not isinstance(node, h5py.Group):
-            return []
-        return [f"/{analysis}/{k}" for k, v in node.items() if isinstance(v, h5py.Group)]
+        children = node.items() if isinstance(node, h5py.Group) else []
+        for key, g in children:
+            if not isinstance(g, h5py.Group):
+                continue
+            names = frozenset(
+                k
+                for k, v in g.items()
+                if isinstance(v, h5py.Dataset) and not store.is_bare_dimension(v)
+            )
+            attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in g.attrs.items()}
+            found.append(Run(results, f"/{analysis}/{key}", names, attrs))
+    return found
 
 
 def _models(results: Path) -> tuple[dict[str, Model], dict[str, Model]]:
     """The `/models` groups by checkpoint sha256 and by label."""
     by_sha, by_label = {}, {}
-    for group in _children(results, "models"):
-        arrays, attrs = store.read_group(results, group, needs={"test_error": 1})
-        errors = np.asarray(arrays["test_error"], dtype=float)
-        if errors.size != 2 or "chance_error" not in attrs:
+    for run in _groups(results, "models"):
+        errors = run.array("test_error", 1)
+        if errors.size != 2 or "chance_error" not in run.attrs:
             raise BadInput(
-                f"{results}:{group} needs test_error [clean, robust] and a chance_error attribute"
+                f"{results}:{run.group} needs test_error [clean, robust] and a chance_error "
+                "attribute"
             )
-        label = group.rsplit("/", 1)[-1]
-        model = Model(label, float(errors[0]), float(errors[1]), float(attrs["chance_error"]))
-        by_label[label] = model
-        sha = store.text_attr(attrs, "checkpoint_sha256")
+        model = Model(
+            run.name, float(errors[0]), float(errors[1]), float(run.attrs["chance_error"])
+        )
+        by_label[run.name] = model
+        sha = store.text_attr(run.attrs, "checkpoint_sha256")
         if sha:
             by_sha[sha] = model
     return by_sha, by_label
@@ -268,15 +302,14 @@ def load_runs(results: str | Path, analysis: str) -> tuple[list[Run], list[str]]
     path = Path(results)
     by_sha, by_label = _models(path)
     runs, notes = [], []
-    for group in _children(path, analysis):
-        arrays, attrs = store.read_group(path, group)
-        status = store.text_attr(attrs, "status")
-        if "status" in attrs and status != "complete":
-            notes.append(f"{group} skipped (status {status})")
+    for run in _groups(path, analysis):
+        status = store.text_attr(run.attrs, "status")
+        if "status" in run.attrs and status != "complete":
+            notes.append(f"{run.group} skipped (status {status})")
             continue
-        sha = store.text_attr(attrs, "checkpoint_sha256")
-        model = by_sha.get(sha) if sha else by_label.get(group.rsplit("/", 1)[-1])
-        runs.append(Run(group, arrays, attrs, model))
+        sha = store.text_attr(run.attrs, "checkpoint_sha256")
+        model = by_sha.get(sha) if sha else by_label.get(run.name)
+        runs.append(replace(run, model=model))
     return runs, notes
 
 
@@ -414,7 +447,7 @@ def _trace_window(run: Run, column: str) -> tuple[np.ndarray, int]:
 
 def _surface_field(run: Run) -> tuple[str, np.ndarray]:
     """The adversarial loss of a surface, or the clean loss where it has none (eps 0)."""
-    name = "adv_loss" if "adv_loss" in run.arrays else "loss"
+    name = "adv_loss" if run.has("adv_loss") else "loss"
     return name, run.array(name)
 
 
@@ -424,7 +457,7 @@ def _nearest(axis: np.ndarray, value: float) -> int:
 
 def _surface_center(run: Run, field: np.ndarray) -> tuple[int, ...]:
     """The grid index nearest the trained parameters (x = 0, and y = 0 for a 2D grid)."""
-    axes = [run.array("x", 1)] + ([run.array("y", 1)] if "y" in run.arrays else [])
+    axes = [run.array("x", 1)] + ([run.array("y", 1)] if run.has("y") else [])
     if tuple(len(a) for a in axes) != field.shape:
         raise BadInput(f"{run.group}: the loss grid does not match its x/y axes")
     return tuple(_nearest(a, 0.0) for a in axes)
@@ -615,11 +648,11 @@ def check_connectivity(results: Path, options: Mapping[str, Any]) -> Verdict:
 
     def barrier(what: str) -> Callable[[Run], float]:
         def value(run: Run) -> float:
-            metric = "adv_train_loss" if "adv_train_loss" in run.arrays else "train_loss"
+            metric = "adv_train_loss" if run.has("adv_train_loss") else "train_loss"
             error = metric.replace("train_loss", "test_error")
             needed = [p + m for p in ("", "line_") for m in (metric, error)]
-            store.check_arrays(run.group, run.arrays, {"t": 1, **dict.fromkeys(needed, 1)})
-            return barriers(run.arrays)[f"{metric}_barrier_{what}"]
+            arrays = {name: run.array(name, 1) for name in ("t", *needed)}
+            return barriers(arrays)[f"{metric}_barrier_{what}"]
 
         return value
 
@@ -809,7 +842,7 @@ def check_loss_magnitudes(results: Path, options: Mapping[str, Any]) -> Verdict:
 
 def _directions_count(run: Run) -> int:
     """The number of directions behind a smoothness run's mean (1 when not stored)."""
-    for found in (run.attrs.get("count"), run.arrays.get("count"), run.config.get("count")):
+    for found in (run.attrs.get("count"), run.raw("count"), run.config.get("count")):
         if found is not None and np.ndim(found) == 0 and float(found) >= 1:
             return int(found)
     return 1
@@ -826,7 +859,7 @@ def check_smoothest_clean(results: Path, options: Mapping[str, Any]) -> Verdict:
         "over the directions)."
     )
     runs, notes = load_runs(results, "smoothness")
-    complete = [r for r in runs if all(f"lipschitz_{n}_mean" in r.arrays for n in norms)]
+    complete = [r for r in runs if all(r.has(f"lipschitz_{n}_mean") for n in norms)]
     skipped = [
         f"{r.group} skipped (not all of {', '.join(norms)})" for r in runs if r not in complete
     ]
@@ -859,20 +892,19 @@ def check_smoothest_clean(results: Path, options: Mapping[str, Any]) -> Verdict:
     return Verdict(combine(statuses), text, _numbers(parts, skipped, notes))
 
 
-def _table_rows(
-    arrays: Mapping[str, np.ndarray], metric: str, where: str
-) -> dict[str, Sample | None]:
+def _table_rows(run: Run, metric: str) -> dict[str, Sample | None]:
     """A table's rows: mean, std and seed count of `metric` (std 0 and one seed when the
     group stores no `<metric>_std` or `seeds`)."""
-    store.check_arrays(where, arrays, {metric: 1})
-    if np.ndim(arrays.get("row")) != 1:
-        raise BadInput(f"{where}: dataset 'row' must list the row names")
-    rows = [r.decode() if isinstance(r, bytes) else str(r) for r in arrays["row"]]
-    means = np.asarray(arrays[metric], dtype=float)
-    stds = np.asarray(arrays.get(f"{metric}_std", np.zeros(len(rows))), dtype=float)
-    seeds = np.broadcast_to(np.asarray(arrays.get("seeds", 1)), (len(rows),))
-    if means.shape != (len(rows),) or stds.shape != (len(rows),):
-        raise BadInput(f"{where}: {metric} and its std need one value per row")
+    means = run.array(metric, 1)
+    names = run.raw("row")
+    if np.ndim(names) != 1 or len(names) != len(means):
+        raise BadInput(f"{run.path}:{run.group}: dataset 'row' must name each row of {metric}")
+    rows = [r.decode() if isinstance(r, bytes) else str(r) for r in names]
+    std_name = f"{metric}_std"
+    stds = run.array(std_name, 1) if run.has(std_name) else np.zeros(len(rows))
+    seeds = np.broadcast_to(run.array("seeds") if run.has("seeds") else 1, (len(rows),))
+    if stds.shape != means.shape:
+        raise BadInput(f"{run.path}:{run.group}: {std_name} needs one value per row")
     return {
         row: None if math.isnan(m) else Sample(float(m), float(s), int(k))
         for row, m, s, k in zip(rows, means, stds, seeds)
@@ -904,7 +936,7 @@ def check_rows_better(results: Path, options: Mapping[str, Any]) -> Verdict:
         runs = [r for r in runs if r.name == opts["table"]]
     if not runs:
         return _no_data(text, f"complete /table/{opts['table'] or '<name>'} groups", notes)
-    tables = {r.name: _table_rows(r.arrays, metric, r.group) for r in runs}
+    tables = {r.name: _table_rows(r, metric) for r in runs}
     named = {row for pair in opts["better"] + opts["at_least"] for row in pair}
     unknown = sorted(named - {row for rows in tables.values() for row in rows})
     if unknown:
@@ -976,7 +1008,7 @@ def _sweep(results: Path, name: str | None, check: str) -> _Sweep | None:
         series = None
     if not isinstance(series, list) or not all(isinstance(s, str) for s in series):
         raise BadInput(f"{run.group}: attribute series must be a JSON list of names")
-    seeds = run.arrays.get("seeds", run.attrs.get("seeds", len(run.config.get("seeds", [0]))))
+    seeds = run.array("seeds") if run.has("seeds") else len(run.config.get("seeds", [0]))
     counts = np.broadcast_to(np.asarray(seeds), x.shape)
     errors = {}
     for s in series:

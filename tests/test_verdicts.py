@@ -664,3 +664,17 @@ def test_faster_in_time(tmp_path):
     assert "AWP+EnSGD faster than AWP: higher (does not hold)" in v.numbers
     never = verdict(path, "faster_in_time", {"target": 0.99})
     assert never.status == FAILS and "inf (n=3)" in never.numbers
+
+
+def test_malformed_groups_and_missing_files_are_bad_input(tmp_path):
+    path = tmp_path / "r.h5"
+    store.write_group(
+        path,
+        "/hessian/e0-s0",
+        {"index": np.arange(1, 3), "eigenvalues": np.array([2.0, 1.0])},
+        provenance({"analysis": "hessian", "eps": 0.0}),
+    )
+    with pytest.raises(BadInput, match="'eigenvalues_normalized' is missing"):
+        verdict(path, "eigenvalues_grow")
+    with pytest.raises(BadInput, match="does not exist"):
+        verdict(tmp_path / "absent.h5", "eigenvalues_grow")
