@@ -24,11 +24,12 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,20 @@ import numpy as np
 from . import store
 from .util import BadInput, resolve_device
 
-MODES = ("quick", "full")
+MODES = ("quick", "mnist", "full")
+# A tier's default dataset, which `--dataset` swaps (the mnist tier runs on a full MNIST too).
+TIER_DATASETS = {"quick": "digits", "mnist": "mnist5k", "full": "mnist"}
+SEEDED_ID = re.compile(r"^(?P<base>.+)-s(?P<seed>\d+)$")
 # Shipped inside the package (package data), so an installed wheel finds them too.
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 LOCK_NAME = "train.lock"
+VERDICT_NAME = "verdict.json"
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """One figure or table of a paper."""
+    """One figure or table of a paper; `check` names the `verdicts` check of its claim,
+    `check_options` its options (a mode's own `check_options` table adds to them)."""
 
     name: str
     paper: str
@@ -53,11 +59,19 @@ class Recipe:
     note: str
     modes: dict[str, dict[str, Any]]
     check: str = ""
+    check_options: dict[str, Any] = field(default_factory=dict)
 
     def plan(self, mode: str) -> dict[str, Any]:
         if mode not in self.modes:
             raise BadInput(f"recipe {self.name} has no [{mode}] settings")
         return self.modes[mode]
+
+    def options(self, mode: str) -> dict[str, Any]:
+        return {**self.check_options, **self.modes.get(mode, {}).get("check_options", {})}
+
+    def note_for(self, mode: str) -> str:
+        """The mode's own `note` (its setting), else the recipe's."""
+        return self.modes.get(mode, {}).get("note", self.note)
 
 
 @dataclass
@@ -104,6 +118,7 @@ def load_recipes(folder: str | Path = RECIPE_DIR) -> dict[str, Recipe]:
             raw.get("note", ""),
             modes,
             raw.get("check", ""),
+            raw.get("check_options", {}),
         )
     return recipes
 
@@ -169,9 +184,11 @@ class Runner:
         data_root: str | None,
         folder: Path = RECIPE_DIR,
         log: Callable[[str], None] = print,
+        dataset: str | None = None,
     ):
         if mode not in MODES:
-            raise BadInput(f"unknown mode {mode!r}; use quick or full")
+            raise BadInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        self.dataset = dataset
         self.mode, self.runs, self.out, self.device, self.data_root = (
             mode,
             runs,
@@ -184,13 +201,23 @@ class Runner:
         self.log = log
 
     def model_fields(self, plan: Mapping[str, Any], model_id: str) -> Mapping[str, Any]:
-        """The TrainConfig fields of model `model_id` (the recipe's table, then models.toml)."""
+        """The TrainConfig fields of model `model_id` (the recipe's table, then models.toml).
+
+        `<id>-s<seed>` is model `<id>` trained with that seed, so seeds need no table rows;
+        with a tier's `dataset` set, the tier's default dataset is swapped for it.
+        """
         table = {**self.shared_models, **plan.get("models", {})}
-        if model_id not in table:
+        base, seed = split_seed(model_id)
+        if base not in table:
             raise BadInput(
                 f"model id {model_id!r} is defined neither in the recipe nor in models.toml"
             )
-        return table[model_id]
+        fields = dict(table[base])
+        if seed is not None:
+            fields["seed"] = seed
+        if self.dataset and fields.get("dataset") == TIER_DATASETS.get(self.mode):
+            fields["dataset"] = self.dataset
+        return fields
 
     def model(self, plan: Mapping[str, Any], model_id: str) -> Path:
         """Train (or reuse) the model `model_id`; returns its folder."""
@@ -228,7 +255,7 @@ class Runner:
                     f"recipe {recipe.name}: a step needs `analysis` (one of "
                     f"{', '.join(analyses())}) or `collect` (one of {', '.join(COLLECTORS)})"
                 )
-            for item in step.get("each", []):
+            for item in step_items(step):
                 for model_id in [item] if isinstance(item, str) else item:
                     wanted.append((self.model_fields(plan, model_id), model_id))
             wanted += STEP_MODELS.get(step.get("collect", ""), lambda s: [])(step)
@@ -273,7 +300,7 @@ class Runner:
 
         kind = analyses()[step["analysis"]]
         data = dict(step.get("data", {}))
-        for item in step.get("each") or [None]:
+        for item in step_items(step) or [None]:
             subs = self.substitutions(plan, item) if item is not None else {}
             subs.update(results=str(results), runs=str(self.runs))
             options = {k: _filled(v, subs) for k, v in step.get("options", {}).items()}
@@ -325,6 +352,49 @@ class Runner:
             inputs = inputs.with_curve(trained)
         return job, inputs
 
+    def record_models(self, plan: Mapping[str, Any], results: Path) -> None:
+        """`/models/<id>` per model the steps name: its test errors, the constant
+        classifier's error and the sha256 of its `final.pt`, which the analyses' groups
+        record, so a verdict can tell a collapsed model (Liu et al. Thm. 1) from the rest."""
+        ids = {
+            model_id
+            for step in plan.get("steps", [])
+            for item in step_items(step)
+            for model_id in ([item] if isinstance(item, str) else item)
+        }
+        if not ids:
+            return
+        from .checkpoint import sha256_file
+
+        stored = {g for g, _ in store.list_groups(results)} if results.exists() else set()
+        for model_id in sorted(ids):
+            folder = self.model(plan, model_id)
+            final = folder / "final.pt"
+            sha = sha256_file(final)
+            group = f"/models/{model_id}"
+            if (
+                group in stored
+                and store.read_group(results, group)[1].get("checkpoint_sha256") == sha
+            ):
+                continue
+            train = _final_metrics(folder)
+            metrics = train["metrics"]
+            attrs = _provenance("landscape figures (models)", train["config"])
+            attrs.update(
+                checkpoint=str(final),
+                checkpoint_sha256=sha,
+                chance_error=self.chance_error(train["config"]["dataset"]),
+            )
+            errors = np.array([metrics["test_clean_error"], metrics["test_robust_error"]])
+            store.write_group(results, group, {"test_error": errors}, attrs, overwrite=True)
+
+    def chance_error(self, dataset: str) -> float:
+        """The test error of the best constant classifier (the majority test label)."""
+        from .data import load_dataset
+
+        _, y = load_dataset(dataset, "test", self.data_root, "cpu")
+        return float(1.0 - np.bincount(y.numpy()).max() / len(y))
+
     def run(self, recipe: Recipe) -> RecipeOutcome:
         from .plots import render_file
 
@@ -336,6 +406,7 @@ class Runner:
                 self.analysis_step(plan, step, results)
             else:  # a known collector: `trainings` checked every step when planning
                 COLLECTORS[step["collect"]](self, plan, step, results)
+        self.record_models(plan, results)
         outcome = RecipeOutcome(recipe.name)
         if results.exists():
             target = self.out / recipe.name
@@ -346,10 +417,30 @@ class Runner:
                 figures=tuple(plan.get("figures", [])),
             )
             if recipe.check:
-                outcome.check = CHECKS[recipe.check](results)
-                (target / "measured.txt").write_text(outcome.check + "\n")
+                from .verdicts import verdict
+
+                found = verdict(results, recipe.check, recipe.options(self.mode))
+                outcome.check = found.status
+                (target / VERDICT_NAME).write_text(json.dumps(asdict(found), indent=1) + "\n")
         outcome.seconds = time.perf_counter() - t0
         return outcome
+
+
+def split_seed(model_id: str) -> tuple[str, int | None]:
+    """`e01-s2` -> (`e01`, 2); an id without a seed suffix -> (id, None)."""
+    match = SEEDED_ID.match(model_id)
+    return (match["base"], int(match["seed"])) if match else (model_id, None)
+
+
+def step_items(step: Mapping[str, Any]) -> list[str | list[str]]:
+    """A step's `each`; `seeds = [0, 1, 2]` runs every model id once per seed (`<id>-s<seed>`)."""
+    items = list(step.get("each", []))
+    seeds = step.get("seeds")
+    if seeds is None:
+        return items
+    if any(not isinstance(item, str) for item in items):
+        raise BadInput("`seeds` applies to single models; name the pairs' seeds (`<id>-s<seed>`)")
+    return [f"{item}-s{seed}" for item in items for seed in seeds]
 
 
 def _filled(value: Any, subs: Mapping[str, str]) -> Any:
@@ -386,7 +477,7 @@ def _copy_trainer_groups(
     A group already holding the same source (same `created` stamp and extra attrs) is
     left alone, so a cached rerun does not rewrite the results file.
     """
-    for model_id in step["each"]:
+    for model_id in step_items(step):
         folder = runner.model(plan, model_id)
         arrays, attrs = store.read_group(folder / "trace.h5", source)
         attrs = {**attrs, **extra(model_id)}
@@ -462,7 +553,7 @@ def collect_sweep(
     for series, table in errors.items():
         for k, metric in enumerate(("clean_error", "robust_error")):
             arrays[f"{series}_{metric}_mean"] = table[:, :, k].mean(1)
-            arrays[f"{series}_{metric}_std"] = table[:, :, k].std(1)
+            arrays[f"{series}_{metric}_std"] = table[:, :, k].std(1, ddof=min(1, len(seeds) - 1))
     attrs = _provenance(
         "landscape figures (sweep)", {k: v for k, v in step.items() if k != "collect"}
     )
@@ -473,10 +564,15 @@ def collect_sweep(
 def table_rows(
     step: Mapping[str, Any],
 ) -> Iterator[tuple[str, Mapping[str, Any], dict[str, Any], str]]:
-    """(row name, row, TrainConfig fields, label) of each row of a table step."""
+    """(row name, row, TrainConfig fields, label) of each row of a table step, once per seed
+    of its `seeds` list (default: the row's own seed)."""
     for name, row in step["rows"].items():
         fields = {k: v for k, v in {**step.get("base", {}), **row}.items() if k != "ensemble"}
-        yield name, row, fields, f"{step['name']}/{name}"
+        if "seeds" not in step:
+            yield name, row, fields, f"{step['name']}/{name}"
+            continue
+        for seed in step["seeds"]:
+            yield name, row, {**fields, "seed": seed}, f"{step['name']}/{name}/seed={seed}"
 
 
 def collect_table(
@@ -485,8 +581,10 @@ def collect_table(
     """Clean and robust test error per row under one attack (Liu Table 1; Kanai Tables 1, 3).
 
     A row is `base` plus overrides; `ensemble = "period_*"` in a row evaluates the
-    snapshot ensemble of those checkpoints instead of `final.pt`. `eps`, `norm` and
-    `pgd_steps` set the attack.
+    snapshot ensemble of those checkpoints instead of `final.pt`; `checkpoint = "best.pt"`
+    evaluates early stopping's model (Kanai et al. E). `eps`, `norm` and `pgd_steps` set the
+    attack. With `seeds`, every row is trained once per seed: the errors are the means,
+    `*_std` their standard deviations (ddof 1) and `*_seeds` the values per seed.
     """
     from .attacks import attack_config, evaluate
     from .checkpoint import load_checkpoint
@@ -498,10 +596,11 @@ def collect_table(
     if results.exists() and store.find_complete(results, group, config, overwrite=True):
         return
     device = resolve_device(runner.device)
-    labels, clean, robust = [], [], []
+    errors: dict[str, list[tuple[float, float]]] = {}
     for label, row, fields, train_label in table_rows(step):
         folder = runner.trained(fields, train_label)
-        paths = sorted(folder.glob(row["ensemble"])) if "ensemble" in row else [folder / "final.pt"]
+        chosen = folder / step.get("checkpoint", "final.pt")
+        paths = sorted(folder.glob(row["ensemble"])) if "ensemble" in row else [chosen]
         loaded = [load_checkpoint(p, device) for p in paths]
         dataset = loaded[0][1]["dataset"]
         X, y = load_dataset(dataset, "test", runner.data_root, device)
@@ -513,15 +612,14 @@ def collect_table(
             steps=step.get("pgd_steps"),
         )
         ev = evaluate([m for m, _ in loaded], X[:n], y[:n], cfg)
-        labels.append(label)
-        clean.append(ev.clean_error)
-        robust.append(ev.adv_error)
-    arrays = {
-        "index": np.arange(len(labels)),
-        "row": np.array(labels),
-        "clean_error": np.array(clean),
-        "robust_error": np.array(robust),
-    }
+        errors.setdefault(label, []).append((ev.clean_error, ev.adv_error))
+    per_seed = np.array(list(errors.values()))  # (rows, seeds, clean/robust)
+    arrays = {"index": np.arange(len(errors)), "row": np.array(list(errors))}
+    for k, metric in enumerate(("clean_error", "robust_error")):
+        arrays[metric] = per_seed[:, :, k].mean(1)
+        if "seeds" in step:
+            arrays[f"{metric}_std"] = per_seed[:, :, k].std(1, ddof=min(1, per_seed.shape[1] - 1))
+            arrays[f"{metric}_seeds"] = per_seed[:, :, k]
     store.write_group(
         results, group, arrays, _provenance("landscape figures (table)", config), overwrite=True
     )
@@ -530,13 +628,16 @@ def collect_table(
 def collect_schedules(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
 ) -> None:
-    """eq. (5) curves for the settings of C.1 (Liu Fig. 7): `curves = {label = {kind, target, eps_max, warmup}}`."""
+    """Schedules against the epoch into `/schedule/<name>`: eq. (5)'s eps curves for the
+    settings of C.1 (Liu Fig. 7: `curves = {label = {kind, target, eps_max, warmup}}`), or
+    the learning rate of whole training configs, periodic resets included (Liu Fig. 6:
+    `lr_curves = {label = {TrainConfig fields}}`); attr `quantity` says which."""
     from .schedules import EpsSchedule
 
     epochs = float(step["epochs"])
     d = np.linspace(0, epochs, int(step.get("points", 401)))
     arrays: dict[str, Any] = {"epoch": d}
-    for label, c in step["curves"].items():
+    for label, c in step.get("curves", {}).items():
         sched = EpsSchedule(
             c["kind"],
             float(c["target"]),
@@ -545,13 +646,12 @@ def collect_schedules(
             float(c.get("warmup", epochs)),
         )
         arrays[label] = np.array([sched(v) for v in d])
-    store.write_group(
-        results,
-        f"/schedule/{step['name']}",
-        arrays,
-        _provenance("landscape figures (schedules)", step),
-        overwrite=True,
-    )
+    for label, fields in step.get("lr_curves", {}).items():
+        schedule = train_config({**fields, "epochs": int(epochs)}, label).schedule()
+        arrays[label] = np.array([schedule.lr_at(v) for v in d])
+    attrs = _provenance("landscape figures (schedules)", step)
+    attrs["quantity"] = "lr" if "lr_curves" in step else "eps"
+    store.write_group(results, f"/schedule/{step['name']}", arrays, attrs, overwrite=True)
 
 
 COLLECTORS: dict[str, Callable[[Runner, Mapping[str, Any], Mapping[str, Any], Path], None]] = {
@@ -568,78 +668,23 @@ STEP_MODELS: dict[str, Callable[[Mapping[str, Any]], list[tuple[dict[str, Any], 
 }
 
 
-def _groups(results: Path, analysis: str) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
-    out = []
-    for name, attrs in store.list_groups(results):
-        if name.startswith(f"/{analysis}/") and attrs.get("status") == "complete":
-            out.append(store.read_group(results, name))
-    return out
+def stored_verdict(folder: Path) -> dict[str, str] | None:
+    """The verdict a recipe's last run computed (`verdict.json` beside its figures)."""
+    path = folder / VERDICT_NAME
+    return json.loads(path.read_text()) if path.exists() else None
 
 
-def _eps_of(attrs: Mapping[str, Any]) -> float:
-    return float(json.loads(attrs.get("config", "{}")).get("eps", 0.0))
-
-
-def check_eigenvalues_grow(results: Path) -> str:
-    runs = sorted(_groups(results, "hessian"), key=lambda g: _eps_of(g[1]))
-    tops = [float(a["eigenvalues_normalized"][0]) for a, _ in runs]
-    eps = [_eps_of(attrs) for _, attrs in runs]
-    rising = 1
-    while rising < len(tops) and tops[rising] >= tops[rising - 1]:
-        rising += 1
-    listing = ", ".join(f"eps {e:g}: {t:.3g}" for e, t in zip(eps, tops))
-    if rising == len(tops):
-        return f"holds (top normalized eigenvalue: {listing})"
-    return f"holds up to eps {eps[rising - 1]:g}, not beyond (top normalized eigenvalue: {listing})"
-
-
-def check_gradients(results: Path) -> str:
-    runs = sorted(_groups(results, "trace"), key=lambda g: _eps_of(g[1]))
-    parts = []
-    for arrays, attrs in runs:
-        n = int(attrs.get("window", len(arrays["step"]) // 2))
-        parts.append(
-            (
-                _eps_of(attrs),
-                float(np.mean(arrays["grad_norm"][:n])),
-                float(np.mean(arrays["grad_norm"][-n:])),
-            )
-        )
-    late = [p[2] for p in parts]
-    holds = all(b >= a for a, b in zip(late[1:], late[2:])) and late[-1] > late[0]
-    listing = ", ".join(f"eps {e:g}: first {a:.3g} / last {b:.3g}" for e, a, b in parts)
-    return f"{'holds' if holds else 'partly holds'} (mean gradient norm, {listing})"
-
-
-def check_robust_error_table(results: Path) -> str:
-    rows = []
-    for arrays, _ in _groups(results, "table"):
-        rows += [
-            f"{r.decode() if isinstance(r, bytes) else r}: {c:.3f}/{a:.3f}"
-            for r, c, a in zip(arrays["row"], arrays["clean_error"], arrays["robust_error"])
-        ]
-    return "clean/robust test error: " + "; ".join(rows)
-
-
-CHECKS: dict[str, Callable[[Path], str]] = {
-    "eigenvalues_grow": check_eigenvalues_grow,
-    "gradients": check_gradients,
-    "table": check_robust_error_table,
-}
+def verdict_markdown(found: Mapping[str, str]) -> str:
+    return f"**Verdict: {found['status']}.** {found['check']} Measured: {found['numbers']}"
 
 
 def write_index(out: Path, recipes: Sequence[Recipe], mode: str) -> Path:
-    """`<out>/index.md`: each figure file, the paper item it reproduces, the claim, and what was measured.
+    """`<out>/index.md`: a table of verdicts, then per recipe the verdict computed from its
+    numbers, the paper's claim, the setting and the files.
 
     Built from what is on disk, so a run with `--only` keeps the other recipes' entries.
     """
-    lines = [
-        f"# Figures ({mode} run)",
-        "",
-        f"Regenerate with `landscape figures --{mode}`. Each entry names the paper's item, the claim it",
-        "tests, what this run measured, and the files.",
-        "",
-    ]
+    shown = []
     for recipe in recipes:
         folder = out / recipe.name
         files = (
@@ -647,14 +692,31 @@ def write_index(out: Path, recipes: Sequence[Recipe], mode: str) -> Path:
             if folder.is_dir()
             else []
         )
-        if not files:
-            continue
-        lines += [f"## {recipe.name}: {recipe.paper}", "", f"**Claim.** {recipe.claim}", ""]
-        measured = folder / "measured.txt"
-        if measured.exists():
-            lines += [f"**Measured.** {measured.read_text().strip()}", ""]
-        if recipe.note:
-            lines += [f"**Note.** {recipe.note}", ""]
+        if files:
+            shown.append((recipe, folder, files, stored_verdict(folder)))
+    lines = [
+        f"# Figures ({mode} tier)",
+        "",
+        f"Regenerate with `landscape figures --{mode}`. Each entry opens with its verdict: a",
+        "check of the paper's claim computed from this run's numbers (`landscape.verdicts`),",
+        "then the claim as the paper states it, the setting, and the files.",
+        "",
+        "| recipe | paper | verdict |",
+        "|---|---|---|",
+    ]
+    for recipe, _, _, found in shown:
+        status = found["status"] if found else "theory figure, not a trained-model claim"
+        item = recipe.paper.split(":")[0]
+        lines.append(f"| [{recipe.name}](#{recipe.name}) | {item} | {status} |")
+    lines.append("")
+    for recipe, folder, files, found in shown:
+        lines += [f"## {recipe.name}", "", f"*{recipe.paper}*", ""]
+        if found:
+            lines += [verdict_markdown(found), ""]
+        lines += [f"**Claim.** {recipe.claim}", ""]
+        note = recipe.note_for(mode)
+        if note:
+            lines += [f"**Setting.** {note}", ""]
         for path in files:
             rel = path.relative_to(out).as_posix()
             lines.append(
@@ -686,6 +748,7 @@ class Settings:
     folder: Path
     cwd: str
     argv: tuple[str, ...] = ()
+    dataset: str | None = None
 
     def runner(self, log: Callable[[str], None]) -> Runner:
         os.chdir(self.cwd)
@@ -699,6 +762,7 @@ class Settings:
             data_root=self.data_root,
             folder=self.folder,
             log=log,
+            dataset=self.dataset,
         )
 
 
@@ -761,8 +825,12 @@ def run_figures(
     folder: str | Path = RECIPE_DIR,
     log: Callable[[str], None] = print,
     launch: Any = None,
+    dataset: str | None = None,
 ) -> list[RecipeOutcome]:
     """Run the recipes (all, or `only`) in `mode`; returns what each wrote.
+
+    `dataset` replaces the tier's own dataset (`TIER_DATASETS`) in every model, so the
+    mnist tier runs on a full MNIST under `data_root` as it does on mnist5k.
 
     `launch` is a `launchers.LaunchOptions` (default: this process). `device` is resolved
     where each task runs (`auto` picks that worker's GPU).
@@ -779,11 +847,13 @@ def run_figures(
         raise BadInput(f"unknown recipe {', '.join(unknown)}; choose from {', '.join(recipes)}")
     if options.launcher == "local":
         resolve_device(device)
-    chosen = [recipes[n] for n in (only or recipes)]
+    # A tier runs the recipes that have settings for it (`--only` names them one by one).
+    chosen = [recipes[n] for n in only] or [r for r in recipes.values() if mode in r.modes]
     settings = Settings(
         mode,
         runs=Path(runs or f"runs/{mode}"),
         out=Path(out or ("figures" if mode == "quick" else f"figures/{mode}")),
+        dataset=dataset,
         device=device,
         data_root=data_root,
         folder=Path(folder),

@@ -1,5 +1,6 @@
 """The recipe runner: a tiny recipe folder run end to end, the cache, and the collect renderers."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ RECIPE = f"""
 name = "tiny"
 paper = "a test recipe"
 claim = "the runner trains, collects and renders"
-check = "table"
+check = "rows_better"
+check_options = {{ better = [["periodic", "plain"]] }}
 
 [quick.models]
 a = {{ {BASE}, epochs = 1, eps = 0.0 }}
@@ -24,7 +26,7 @@ b = {{ {BASE}, epochs = 1, eps = 0.1 }}
 
 [[quick.steps]]
 collect = "traces"
-each = ["a", "b"]
+each = ["a", "b-s1"]
 window = 5
 
 [[quick.steps]]
@@ -41,6 +43,7 @@ collect = "table"
 name = "rows"
 eps = 0.1
 samples = 100
+seeds = [0, 1]
 base = {{ {BASE}, eps = 0.1, epochs = 2 }}
 rows.plain = {{ eps_schedule = "constant" }}
 rows.periodic = {{ periods = [1], lr_schedule = "cosine", ensemble = "period_*.pt" }}
@@ -89,12 +92,25 @@ def test_recipe_runs_end_to_end(recipe_run):
         "trace_loss.png",
     ]
     index = (root / "figs" / "index.md").read_text()
-    assert "## tiny: a test recipe" in index and "![tiny: trace](tiny/trace.png)" in index
-    assert "**Measured.** clean/robust test error: plain:" in index
+    assert "## tiny" in index and "![tiny: trace](tiny/trace.png)" in index
+    found = json.loads((root / "figs" / "tiny" / "verdict.json").read_text())
+    assert found["status"] in ("holds", "partly", "does not hold")
+    # the verdict opens the entry, before the claim
+    entry = index[index.index("## tiny") :]
+    assert entry.index(f"**Verdict: {found['status']}.**") < entry.index("**Claim.**")
+    assert f"| [tiny](#tiny) | a test recipe | {found['status']} |" in index
     groups = [g for g, _ in store.list_groups(root / "runs" / "tiny.h5")]
-    assert {"/trace/a", "/trace/b", "/sweep/lr", "/table/rows", "/schedule/s", "/hessian/b"} <= set(
-        groups
-    )
+    assert {
+        "/trace/a",
+        "/trace/b-s1",
+        "/sweep/lr",
+        "/table/rows",
+        "/schedule/s",
+        "/hessian/b",
+        "/models/a",
+        "/models/b",
+        "/models/b-s1",
+    } <= set(groups)
 
 
 def test_collected_numbers(recipe_run):
@@ -111,9 +127,24 @@ def test_collected_numbers(recipe_run):
         "plain",
         "periodic",
     ]
+    # two seeds per row: the mean and the sample std of the per-seed errors
+    per_seed = table["robust_error_seeds"]
+    assert per_seed.shape == (2, 2)
+    assert np.allclose(table["robust_error"], per_seed.mean(1))
+    assert np.allclose(table["robust_error_std"], per_seed.std(1, ddof=1))
+    # a model id with -s<seed> is that model trained with that seed: its own folder
+    _, seeded = store.read_group(results, "/trace/b-s1")
+    assert json.loads(seeded["config"])["seed"] == 1
+    models = {name: store.read_group(results, f"/models/{name}") for name in ("a", "b", "b-s1")}
+    assert len({attrs["checkpoint_sha256"] for _, attrs in models.values()}) == 3
+    hessian_sha = store.read_group(results, "/hessian/b")[1]["checkpoint_sha256"]
+    assert models["b"][1]["checkpoint_sha256"] == hessian_sha
+    arrays, attrs = models["a"]
+    assert 0 <= arrays["test_error"][0] <= arrays["test_error"][1] <= 1
+    assert abs(attrs["chance_error"] - (1 - 37 / 357)) < 0.02  # digits' test labels
     sched, _ = store.read_group(results, "/schedule/s")
     assert sched["cosine"][0] == 0 and sched["cosine"][-1] == 0.3
-    trace, attrs = store.read_group(results, "/trace/b")
+    trace, attrs = store.read_group(results, "/trace/b-s1")
     assert attrs["window"] == 5 and trace["distance_from_init"][0] == 0
 
 
@@ -145,9 +176,10 @@ def test_shipped_recipes_load_and_name_known_steps():
 
     assert RECIPE_DIR == Path(landscape.__file__).parent / "recipes"  # shipped in the package
     recipes = load_recipes()
-    assert len(recipes) >= 18
+    assert len(recipes) >= 19
     for recipe in recipes.values():
-        for mode in ("quick", "full"):
+        assert "quick" in recipe.modes and "full" in recipe.modes, recipe.name
+        for mode in recipe.modes:
             for step in recipe.plan(mode).get("steps", []):
                 kind = analyses().get(step.get("analysis"))
                 assert kind is not None or step.get("collect") in COLLECTORS, recipe.name
@@ -156,6 +188,63 @@ def test_shipped_recipes_load_and_name_known_steps():
                         k: v for k, v in step.get("options", {}).items() if "{" not in str(v)
                     }
                     kind.from_options(options)
+
+
+@pytest.mark.parametrize("mode", ["quick", "mnist", "full"])
+def test_every_tier_plans_its_models(mode, tmp_path):
+    """Each tier's graph builds (every model id and check name resolves) without training;
+    the mnist tier's models are real MNIST at the paper's LeNet, three seeds each."""
+    from landscape.figures import Runner, plan_graph
+    from landscape.verdicts import CHECKS
+
+    runner = Runner(mode, runs=tmp_path, out=tmp_path, device="cpu", data_root=None)
+    chosen = [r for r in load_recipes().values() if mode in r.modes]
+    assert all(r.check in CHECKS for r in chosen if r.check)
+    graph = plan_graph(runner, chosen)
+    assert graph.trainings
+    if mode == "mnist":
+        names = {r.name for r in chosen}
+        assert {"liu-fig1", "liu-fig2", "liu-fig3", "liu-fig15"} <= names
+        labels = {t.label for t in graph.trainings.values()}
+        assert {f"m-e02-s{s}" for s in range(3)} <= labels
+        assert {t.fields["dataset"] for t in graph.trainings.values()} == {"mnist5k"}
+
+
+def test_tier_dataset_is_swapped_for_a_full_mnist(tmp_path):
+    from landscape.figures import Runner, plan_graph
+
+    runner = Runner(
+        "mnist", runs=tmp_path, out=tmp_path, device="cpu", data_root=None, dataset="mnist"
+    )
+    graph = plan_graph(runner, [load_recipes()["liu-fig2"]])
+    assert {t.fields["dataset"] for t in graph.trainings.values()} == {"mnist"}
+
+
+def test_seeds_expand_single_models_and_refuse_pairs():
+    from landscape.figures import split_seed, step_items
+
+    assert step_items({"each": ["e0", "e01"], "seeds": [0, 2]}) == [
+        "e0-s0",
+        "e0-s2",
+        "e01-s0",
+        "e01-s2",
+    ]
+    assert split_seed("m-e01-s12") == ("m-e01", 12) and split_seed("e01") == ("e01", None)
+    with pytest.raises(BadInput, match="pairs"):
+        step_items({"each": [["a", "b"]], "seeds": [0]})
+
+
+def test_lr_curves_follow_the_trainer_with_periodic_resets(tmp_path):
+    """Liu Fig. 6: the recipe's LR curves are the trainer's own schedule, reset per period."""
+    run_figures("quick", only=["liu-fig7"], runs=tmp_path / "runs", out=tmp_path / "out")
+    arrays, attrs = store.read_group(tmp_path / "runs" / "liu-fig7.h5", "/schedule/lr-resnet18")
+    assert attrs["quantity"] == "lr"
+    epoch = arrays["epoch"]
+    before, after = epoch < 100, (epoch >= 100) & (epoch < 150)
+    assert np.allclose(arrays["vanilla"][before], 0.1)
+    assert np.allclose(arrays["vanilla"][after], 0.01)
+    assert arrays["periodic"][after][0] == pytest.approx(0.1)  # reset at epoch 100
+    assert arrays["periodic"][epoch < 100].min() == pytest.approx(0.001)
 
 
 def test_unknown_recipe_is_bad_input(tmp_path):

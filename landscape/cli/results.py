@@ -166,7 +166,18 @@ def report(file: str, out: str, device: str, seed: int, as_json: bool, debug: bo
     "--quick", "mode", flag_value="quick", default=True, help="Digits, CPU minutes (default)."
 )
 @click.option(
+    "--mnist",
+    "mode",
+    flag_value="mnist",
+    help="Real MNIST (mnist5k, or --dataset mnist with --data-root), LeNet, CPU within an hour.",
+)
+@click.option(
     "--full", "mode", flag_value="full", help="The papers' datasets and settings (GPU, days)."
+)
+@click.option(
+    "--dataset",
+    default=None,
+    help="Run the tier's models on this dataset instead of its own (e.g. --mnist --dataset mnist).",
 )
 @click.option("--only", default="", help="Comma-separated recipe names (default: all).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
@@ -180,7 +191,7 @@ def report(file: str, out: str, device: str, seed: int, as_json: bool, debug: bo
     "--out",
     type=click.Path(file_okay=False),
     default=None,
-    help="Figures (default figures/, figures/full).",
+    help="Figures (default figures/, figures/mnist, figures/full).",
 )
 @click.option(
     "--recipes",
@@ -228,6 +239,7 @@ def report(file: str, out: str, device: str, seed: int, as_json: bool, debug: bo
 @common
 def figures(
     mode: str,
+    dataset: str | None,
     only: str,
     data_root: str | None,
     runs: str | None,
@@ -254,9 +266,15 @@ def figures(
         folder=recipes or RECIPE_DIR,
         log=lambda line: stderr_console().print(line, markup=False, highlight=False),
         launch=LaunchOptions(**launch),
+        dataset=dataset,
     )
     summary(
-        "figures", {o.name: f"{len(o.files)} files, {o.seconds:.0f} s" for o in outcomes}, as_json
+        "figures",
+        {
+            o.name: f"{len(o.files)} files, {o.seconds:.0f} s" + (f", {o.check}" if o.check else "")
+            for o in outcomes
+        },
+        as_json,
     )
 
 
