@@ -693,7 +693,7 @@ def write_index(out: Path, recipes: Sequence[Recipe], mode: str) -> Path:
             else []
         )
         if files:
-            shown.append((recipe, folder, files, stored_verdict(folder)))
+            shown.append((recipe, files, stored_verdict(folder)))
     lines = [
         f"# Figures ({mode} tier)",
         "",
@@ -704,12 +704,12 @@ def write_index(out: Path, recipes: Sequence[Recipe], mode: str) -> Path:
         "| recipe | paper | verdict |",
         "|---|---|---|",
     ]
-    for recipe, _, _, found in shown:
+    for recipe, _, found in shown:
         status = found["status"] if found else "theory figure, not a trained-model claim"
         item = recipe.paper.split(":")[0]
         lines.append(f"| [{recipe.name}](#{recipe.name}) | {item} | {status} |")
     lines.append("")
-    for recipe, folder, files, found in shown:
+    for recipe, files, found in shown:
         lines += [f"## {recipe.name}", "", f"*{recipe.paper}*", ""]
         if found:
             lines += [verdict_markdown(found), ""]
