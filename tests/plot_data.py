@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from landscape.store import provenance, write_group
+from landscape.store import provenance
+from landscape.store import write_group as store_write
 
 EPS = {"e0": 0.0, "e01": 0.1, "e02": 0.2}
 
@@ -31,7 +32,13 @@ def _runs() -> list[tuple[str, float, int]]:
     ]
 
 
-def build(path: Path) -> Path:
+def build(path: Path, analyses: tuple[str, ...] = ()) -> Path:
+    """Write the groups (of `analyses` only, when given) into `path`."""
+
+    def write_group(path, name, arrays, attrs):
+        if not analyses or name.split("/")[1] in analyses:
+            store_write(path, name, arrays, attrs)
+
     rng = np.random.default_rng(0)
     for name, eps, seed in _runs():
         scale = 1 + 10 * eps + 0.3 * seed

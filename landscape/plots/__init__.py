@@ -17,6 +17,7 @@ import json
 import math
 import pkgutil
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,8 +221,8 @@ def band(curves: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """Mean, min and max over seeds of curves on one grid (cut to the shortest)."""
     n = min(len(c) for c in curves)
     stack = np.stack([np.asarray(c[:n], dtype=float) for c in curves])
-    with np.errstate(all="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a point masked in every seed
         return np.nanmean(stack, 0), np.nanmin(stack, 0), np.nanmax(stack, 0)
 
 
