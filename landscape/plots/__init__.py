@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import pkgutil
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from ..store import SCALE_NAMES, check_arrays, list_groups, read_group  # noqa: E402
 from ..util import BadInput, atomic_path  # noqa: E402
@@ -113,6 +117,150 @@ def style() -> None:
 
 def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
+
+
+# One colour per budget in every figure: MNIST-scale budgets, then CIFAR's k/255.
+EPS_COLORS = {
+    0.0: "#000000",
+    0.01: "#999999",
+    0.02: "#BCBD22",
+    0.03: "#17BECF",
+    0.05: "#E69F00",
+    0.1: "#0072B2",
+    0.15: "#56B4E9",
+    0.2: "#D55E00",
+    0.25: "#8C564B",
+    0.3: "#009E73",
+    0.4: "#CC79A7",
+    0.5: "#7F0000",
+    1 / 255: "#9467BD",
+    2 / 255: "#1F77B4",
+    4 / 255: "#FF7F0E",
+    8 / 255: "#2CA02C",
+    16 / 255: "#D62728",
+}
+NO_EPS_COLOR = "#555555"
+
+
+def eps_color(eps: float | None) -> str:
+    """The colour of budget `eps` in every figure (a hex string). Budgets outside
+    `EPS_COLORS` take a fixed point of the plasma map by log10(eps), so they too keep
+    their colour from figure to figure."""
+    if eps is None or not math.isfinite(eps):
+        return NO_EPS_COLOR
+    for known, hex_color in EPS_COLORS.items():
+        if math.isclose(eps, known, rel_tol=1e-6, abs_tol=1e-12):
+            return hex_color
+    position = (math.log10(eps) + 3) / 3 if eps > 0 else 0.0
+    return matplotlib.colors.to_hex(matplotlib.colormaps["plasma"](0.85 * min(max(position, 0), 1)))
+
+
+def eps_of(group: Group) -> float | None:
+    """The training budget in a group's `config` attr, None when it names none."""
+    eps = group.config.get("eps")
+    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+
+
+def eps_label(eps: float | None) -> str:
+    """A legend entry for a budget, as `Group.label` writes it."""
+    return "" if eps is None else f"ε = {eps:.4g}"
+
+
+SEED_SUFFIX = re.compile(r"-s\d+$")
+
+
+def run_name(group: Group) -> str:
+    """A run's name without its seed: `e01-s2` and `e01-s0` are seeds of run `e01`."""
+    return SEED_SUFFIX.sub("", str(group.attrs.get("label") or group.path.rsplit("/", 1)[-1]))
+
+
+@dataclass(frozen=True)
+class Series:
+    """The runs of one curve: every seed of one run name at one eps."""
+
+    name: str
+    eps: float | None
+    groups: tuple[Group, ...]
+    label: str
+    color: str
+
+    @property
+    def seeds(self) -> int:
+        return len(self.groups)
+
+
+def series_of(groups: Sequence[Group]) -> list[Series]:
+    """Groups as curves, ordered by eps: seeds (run names equal up to `-s<digits>`, same eps)
+    join one series. Colour and label are the eps's when the eps tells the series apart;
+    otherwise (several methods at one eps, Kanai et al.) the run name is in the label and
+    colours follow the sorted names."""
+    keyed: dict[tuple[float, str], list[Group]] = {}
+    for g in groups:
+        eps = eps_of(g)
+        keyed.setdefault((math.inf if eps is None else eps, run_name(g)), []).append(g)
+    keys = sorted(keyed)
+    by_eps = [k[0] for k in keys]
+    distinct = len(set(by_eps)) == len(by_eps) and math.inf not in by_eps
+    names = sorted({k[1] for k in keys})
+    series = []
+    for eps_key, name in keys:
+        eps = None if eps_key == math.inf else eps_key
+        runs = tuple(sorted(keyed[(eps_key, name)], key=lambda g: g.path))
+        if distinct:
+            label, hue = eps_label(eps), eps_color(eps)
+        else:
+            label = name if eps is None else f"{name} ({eps_label(eps)})"
+            hue = color(names.index(name))
+        if len(runs) > 1:
+            label += f", {len(runs)} seeds"
+        series.append(Series(name, eps, runs, label, hue))
+    return series
+
+
+def band(curves: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over seeds of curves on one grid (cut to the shortest)."""
+    n = min(len(c) for c in curves)
+    stack = np.stack([np.asarray(c[:n], dtype=float) for c in curves])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a point masked in every seed
+        return np.nanmean(stack, 0), np.nanmin(stack, 0), np.nanmax(stack, 0)
+
+
+BAND_LABEL = "shaded: min–max over seeds"
+
+
+def band_handle() -> Patch:
+    return Patch(color="0.6", alpha=0.3, label=BAND_LABEL)
+
+
+def plot_series(
+    ax: Any, x: np.ndarray, curves: Sequence[np.ndarray], series: Series, **line: Any
+) -> None:
+    """The mean of a series' seeds as a line, their min–max as a band (nothing more for one)."""
+    mean, lo, hi = band(curves)
+    ax.plot(x[: len(mean)], mean, color=series.color, **line)
+    if len(curves) > 1:
+        ax.fill_between(x[: len(mean)], lo, hi, color=series.color, alpha=0.2, lw=0)
+
+
+def legend_outside(target: Any, handles: Sequence[Any] | None = None, **kw: Any) -> Any:
+    """A legend right of the axes (or of the figure's axes), never over the data."""
+    options = {"loc": "upper left", "borderaxespad": 0.0, "fontsize": 8, **kw}
+    if isinstance(target, matplotlib.figure.Figure):
+        target.tight_layout()
+        right = max(ax.get_position().x1 for ax in target.axes)
+        return target.legend(handles=handles, bbox_to_anchor=(right + 0.01, 0.95), **options)
+    if handles is None:
+        return target.legend(bbox_to_anchor=(1.02, 1.0), **options)
+    return target.legend(handles=handles, bbox_to_anchor=(1.02, 1.0), **options)
+
+
+def share_limits(axes: Sequence[Any], axis: str = "y") -> None:
+    """One scale for panels meant to be compared."""
+    lims = [getattr(ax, f"get_{axis}lim")() for ax in axes]
+    lo, hi = min(lim[0] for lim in lims), max(lim[1] for lim in lims)
+    for ax in axes:
+        getattr(ax, f"set_{axis}lim")(lo, hi)
 
 
 def sort_by_eps(groups: Sequence[Group]) -> list[Group]:

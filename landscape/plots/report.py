@@ -1,4 +1,9 @@
-"""One self-contained HTML page for a results file: every group, interactive, with provenance."""
+"""One self-contained HTML page for a results file: every group, interactive, with provenance.
+
+Laid out for a laptop screen: one column no wider than `MAX_WIDTH`, each analysis's
+figures first at full width, then one provenance table per group, also full width;
+only long tokens (hashes, paths, JSON) may break inside a word.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,26 @@ PROVENANCE = (
     "landscape_version",
     "config",
 )
+MAX_WIDTH = "1200px"
+# Values that are one long token: they may wrap anywhere, the rest wraps between words.
+LONG = ("command", "checkpoint", "checkpoint_sha256", "config")
+CSS = f"""
+body {{ font-family: system-ui, sans-serif; margin: 0; color: #222; }}
+main {{ max-width: {MAX_WIDTH}; margin: 0 auto; padding: 1em 1.5em; }}
+h1 {{ font-size: 1.3em; overflow-wrap: anywhere; }}
+section {{ margin-bottom: 2.5em; }}
+.plots > div {{ width: 100%; }}
+details {{ margin-top: 1em; }}
+summary {{ cursor: pointer; font-weight: 600; }}
+table.prov {{ width: 100%; border-collapse: collapse; margin: 0.75em 0; font-size: 13px;
+  table-layout: fixed; }}
+table.prov caption {{ text-align: left; font-weight: 600; padding: 0.25em 0; }}
+table.prov th {{ width: 11em; text-align: left; font-weight: normal; color: #555; }}
+table.prov th, table.prov td {{ border: 1px solid #ddd; padding: 3px 6px; vertical-align: top; }}
+table.prov td {{ word-break: normal; overflow-wrap: break-word; }}
+table.prov td.long {{ font-family: ui-monospace, monospace; word-break: break-word;
+  overflow-wrap: anywhere; }}
+"""
 
 
 def write_report(path: str | Path, out: str | Path) -> Path:
@@ -38,18 +63,19 @@ def write_report(path: str | Path, out: str | Path) -> Path:
         )
         tables = "".join(_provenance_table(g.path, g.attrs) for g in groups)
         sections.append(
-            f"<section><h2>{html.escape(analysis)}</h2><div class='row'><div class='plots'>{plots}</div>"
-            f"<div class='prov'>{tables}</div></div></section>"
+            f"<section><h2>{html.escape(analysis)}</h2><div class='plots'>{plots}</div>"
+            f"<details open><summary>provenance ({len(groups)} run"
+            f"{'s' if len(groups) > 1 else ''})</summary>{tables}</details></section>"
         )
     if not sections:
         raise BadInput(f"{path} holds no group that a renderer knows")
     page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>landscape report: "
-        f"{html.escape(Path(path).name)}</title><script type='text/javascript'>{get_plotlyjs()}</script>"
-        "<style>body{font-family:sans-serif;margin:1.5em}.row{display:flex;gap:1em}.plots{flex:3;min-width:0}"
-        ".prov{flex:1;font-size:12px}table{border-collapse:collapse;margin-bottom:1em}"
-        "td{border:1px solid #ccc;padding:2px 4px;vertical-align:top;word-break:break-all}</style></head><body>"
-        f"<h1>{html.escape(str(path))}</h1>{''.join(sections)}</body></html>"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>landscape report: {html.escape(Path(path).name)}</title>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script><style>{CSS}</style></head>"
+        f"<body><main><h1>landscape report: {html.escape(Path(path).name)}</h1>"
+        f"{''.join(sections)}</main></body></html>"
     )
     target = Path(out)
     with atomic_path(target) as tmp:
@@ -59,7 +85,8 @@ def write_report(path: str | Path, out: str | Path) -> Path:
 
 def _provenance_table(group: str, attrs: dict) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(attrs.get(k, '')))}</td></tr>"
+        f"<tr><th>{html.escape(k)}</th>"
+        f"<td{' class=long' if k in LONG else ''}>{html.escape(str(attrs.get(k, '')))}</td></tr>"
         for k in PROVENANCE
     )
-    return f"<table><caption>{html.escape(group)}</caption>{rows}</table>"
+    return f"<table class='prov'><caption>{html.escape(group)}</caption>{rows}</table>"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import plotly.graph_objects as go
 
-from . import Figure, Group, color, renderer
+from . import Figure, Group, color, legend_outside, renderer
 
 
 @renderer("schedule", needs={"epoch": 1})
@@ -24,8 +24,9 @@ def render(groups: Sequence[Group]) -> list[Figure]:
                 go.Scatter(x=epoch, y=g.arrays[name], name=name, line={"color": color(i)})
             )
         ax.set_xlabel("epoch $d$")
-        ax.set_ylabel(r"$\epsilon(d)$")
-        ax.legend()
+        ax.set_ylabel(r"$\varepsilon(d)$")
+        ax.set_title(r"Schedules of the adversarial budget $\varepsilon(d)$, eq. (5)", fontsize=10)
+        legend_outside(ax)
         fig.tight_layout()
         web.update_layout(xaxis_title="epoch", yaxis_title="ε(d)", template="simple_white")
         figures.append(Figure(f"schedule_{g.path.rsplit('/', 1)[-1]}", fig, web))

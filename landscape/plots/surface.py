@@ -3,6 +3,9 @@ and 3D surfaces (Liu et al. Fig. 12), static (matplotlib) and interactive (plotl
 
 2D figures show the adversarial loss L_eps when stored (eps > 0), else the clean loss;
 points not yet computed are blank. A `pca` surface also shows the training trajectory.
+Panels meant to be compared share one scale: the 1D lines one y range per panel row, the
+3D surfaces one z range and one colour scale, the contour figures of one file one set of
+levels.
 """
 
 from __future__ import annotations
@@ -11,8 +14,23 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-from . import Figure, Group, color, renderer, sort_by_eps
+from . import (
+    Figure,
+    Group,
+    band_handle,
+    legend_outside,
+    plot_series,
+    renderer,
+    series_of,
+    sort_by_eps,
+)
+
+LOSS = r"$\mathcal{L}(\theta + \alpha d)$"
+ADV_LOSS = r"$\mathcal{L}_\varepsilon(\theta + \alpha d)$"
 
 
 def distinct_labels(groups: Sequence[Group]) -> list[str]:
@@ -25,7 +43,10 @@ def distinct_labels(groups: Sequence[Group]) -> list[str]:
 
 
 def _field(g: Group) -> tuple[str, str]:
-    return ("adv_loss", "adversarial loss L_ε") if "adv_loss" in g.arrays else ("loss", "loss")
+    """The dataset a 2D figure shows and its name in math."""
+    if "adv_loss" in g.arrays:
+        return "adv_loss", r"$\mathcal{L}_\varepsilon$"
+    return "loss", r"$\mathcal{L}$"
 
 
 def _name(g: Group) -> str:
@@ -36,44 +57,65 @@ def _lines(groups: Sequence[Group]) -> Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
     pfig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "error"))
-    for i, (g, name) in enumerate(zip(groups, distinct_labels(groups))):
-        x = g.arrays["x"]
+    series = series_of(groups)
+    for s in series:
+        x = s.groups[0].arrays["x"]
         for field, ls, dash, what in (
             ("", "-", "solid", "clean"),
             ("adv_", "--", "dash", "adversarial"),
         ):
-            if f"{field}loss" not in g.arrays:
+            if any(f"{field}loss" not in g.arrays for g in s.groups):
                 continue
-            label = f"{name}, {what}"
+            label = f"{s.label}, {what}"
             for col, (ax, stat) in enumerate(((ax_loss, "loss"), (ax_err, "error")), start=1):
-                y = g.arrays[f"{field}{stat}"]
-                ax.plot(x, y, ls, color=color(i), label=label)
+                curves = [g.arrays[f"{field}{stat}"] for g in s.groups]
+                plot_series(ax, x, curves, s, linestyle=ls)
                 pfig.add_trace(
                     go.Scatter(
                         x=x,
-                        y=y,
+                        y=np.mean(np.stack(curves), 0),
                         name=label,
                         legendgroup=label,
                         showlegend=col == 1,
-                        line={"color": color(i), "dash": dash},
+                        line={"color": s.color, "dash": dash},
                     ),
                     row=1,
                     col=col,
                 )
     dirs = {g.config.get("dirs", "") for g in groups}
-    xlabel = f"α ({', '.join(sorted(d for d in dirs if d))} direction)"
-    ax_loss.set(xlabel=xlabel, ylabel="loss", title="loss")
-    ax_err.set(xlabel=xlabel, ylabel="error", title="error")
-    ax_loss.legend(fontsize=8)
-    fig.tight_layout()
-    pfig.update_xaxes(title_text=xlabel)
+    named = ", ".join(sorted(d for d in dirs if d))
+    xlabel = rf"$\alpha$ ({named} direction $d$)" if named else r"$\alpha$"
+    ax_loss.set(xlabel=xlabel, ylabel="loss")
+    ax_loss.set_title(f"loss: clean {LOSS} solid, adversarial {ADV_LOSS} dashed", fontsize=9)
+    ax_err.set(xlabel=xlabel, ylabel="error (clean solid, robust dashed)")
+    ax_err.set_title("error", fontsize=9)
+    handles = [Line2D([], [], color=s.color, label=s.label) for s in series]
+    handles += [
+        Line2D([], [], color="0.3", ls="-", label="clean"),
+        Line2D([], [], color="0.3", ls="--", label="adversarial"),
+    ]
+    if any(s.seeds > 1 for s in series):
+        handles.append(band_handle())
+    fig.suptitle("Loss along a direction of parameter space")
+    legend_outside(fig, handles=handles)
+    pfig.update_xaxes(title_text="α")
     pfig.update_layout(template="plotly_white", title="1D loss surface")
     return Figure("surface_1d", matplotlib=fig, plotly=pfig)
 
 
-def _planar(g: Group, name: str) -> Figure:
+def _common_range(groups: Sequence[Group]) -> tuple[float, float]:
+    """One range for every shown field of `groups` (their finite values)."""
+    values = np.concatenate([g.arrays[_field(g)[0]].ravel() for g in groups])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+def _planar(g: Group, name: str, zrange: tuple[float, float]) -> Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -81,27 +123,27 @@ def _planar(g: Group, name: str) -> Figure:
     x, y, z = g.arrays["x"], g.arrays["y"], g.arrays[field]
     X, Y = np.meshgrid(x, y, indexing="ij")
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    title = f"{name}: {what}"
+    levels = np.linspace(*zrange, 31)
+    norm = Normalize(*zrange)
     if np.isfinite(z).sum() >= 4 and len(x) > 1 and len(y) > 1:
-        cs = axes[0].contour(X, Y, z, levels=15, cmap="viridis")
+        cs = axes[0].contour(X, Y, z, levels=levels[::2], cmap="viridis", norm=norm)
         axes[0].clabel(cs, fontsize=6)
-        filled = axes[1].contourf(X, Y, z, levels=30, cmap="viridis")
-        fig.colorbar(filled, ax=axes[1])
-    mesh = axes[2].pcolormesh(X, Y, z, shading="nearest", cmap="viridis")
-    fig.colorbar(mesh, ax=axes[2])
+        filled = axes[1].contourf(X, Y, z, levels=levels, cmap="viridis", norm=norm)
+        fig.colorbar(filled, ax=axes[1], label=what, ticks=MaxNLocator(6))
+    mesh = axes[2].pcolormesh(X, Y, z, shading="nearest", cmap="viridis", norm=norm)
+    fig.colorbar(mesh, ax=axes[2], label=what)
     path = g.arrays.get("trajectory")
     for ax, kind in zip(axes, ("contour", "filled contour", "heatmap")):
-        ax.set(xlabel="α₁", ylabel="α₂", title=kind)
+        ax.set(xlabel=r"$\alpha_1$", ylabel=r"$\alpha_2$", title=kind)
         ax.plot([0], [0], "k+", ms=10)
         if path is not None and path.ndim == 2 and path.shape[1] >= 2:
             ax.plot(path[:, 0], path[:, 1], "o-", color="white", mec="black", ms=3, lw=1)
-    fig.suptitle(title)
+    fig.suptitle(f"{what} around θ, {name} (colour scale shared by the file's surfaces)")
     fig.tight_layout()
     pfig = make_subplots(rows=1, cols=2, subplot_titles=("contour", "heatmap"))
-    pfig.add_trace(go.Contour(x=x, y=y, z=z.T, colorscale="Viridis", showscale=False), row=1, col=1)
-    pfig.add_trace(
-        go.Heatmap(x=x, y=y, z=z.T, colorscale="Viridis", colorbar={"title": field}), row=1, col=2
-    )
+    scale = {"zmin": zrange[0], "zmax": zrange[1], "colorscale": "Viridis"}
+    pfig.add_trace(go.Contour(x=x, y=y, z=z.T, showscale=False, **scale), row=1, col=1)
+    pfig.add_trace(go.Heatmap(x=x, y=y, z=z.T, colorbar={"title": "loss"}, **scale), row=1, col=2)
     if path is not None and path.ndim == 2 and path.shape[1] >= 2:
         pfig.add_trace(
             go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="trajectory"),
@@ -110,35 +152,51 @@ def _planar(g: Group, name: str) -> Figure:
         )
     pfig.update_xaxes(title_text="α₁")
     pfig.update_yaxes(title_text="α₂")
-    pfig.update_layout(template="plotly_white", title=title)
+    pfig.update_layout(template="plotly_white", title=f"Loss surface, {name}")
     return Figure(f"surface_{_name(g)}_contour", matplotlib=fig, plotly=pfig)
 
 
-def _three_d(groups: Sequence[Group]) -> Figure:
+def _three_d(groups: Sequence[Group], zrange: tuple[float, float]) -> Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     n = len(groups)
-    fig = plt.figure(figsize=(4.5 * n, 4.2))
-    titles = [f"{name}: {_field(g)[0]}" for g, name in zip(groups, distinct_labels(groups))]
-    pfig = make_subplots(rows=1, cols=n, specs=[[{"type": "surface"}] * n], subplot_titles=titles)
-    for i, g in enumerate(groups):
-        field, _ = _field(g)
+    fig = plt.figure(figsize=(4.2 * n, 4.4))
+    names = distinct_labels(groups)
+    pfig = make_subplots(rows=1, cols=n, specs=[[{"type": "surface"}] * n], subplot_titles=names)
+    norm = Normalize(*zrange)
+    for i, (g, name) in enumerate(zip(groups, names)):
+        field, what = _field(g)
         x, y, z = g.arrays["x"], g.arrays["y"], g.arrays[field]
         X, Y = np.meshgrid(x, y, indexing="ij")
         ax = fig.add_subplot(1, n, i + 1, projection="3d")
         ax.plot_surface(
-            X, Y, np.ma.masked_invalid(z), cmap="viridis", linewidth=0, antialiased=True
+            X, Y, np.ma.masked_invalid(z), cmap="viridis", norm=norm, linewidth=0, antialiased=True
         )
-        ax.set(xlabel="α₁", ylabel="α₂", zlabel=field, title=titles[i])
+        ax.set_zlim(*zrange)
+        ax.set(xlabel=r"$\alpha_1$", ylabel=r"$\alpha_2$", title=name)
+        ax.set_zlabel(what, labelpad=2)
+        ax.xaxis.set_major_locator(MaxNLocator(4, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_major_locator(MaxNLocator(4, steps=[1, 2, 2.5, 5, 10]))
         pfig.add_trace(
-            go.Surface(x=x, y=y, z=z.T, colorscale="Viridis", showscale=i == n - 1),
+            go.Surface(
+                x=x,
+                y=y,
+                z=z.T,
+                colorscale="Viridis",
+                cmin=zrange[0],
+                cmax=zrange[1],
+                showscale=i == n - 1,
+            ),
             row=1,
             col=i + 1,
         )
-    fig.tight_layout()
+        pfig.update_scenes({"zaxis": {"range": list(zrange)}}, row=1, col=i + 1)
+    fields = {_field(g)[1] for g in groups}
+    fig.suptitle(f"Loss surfaces {', '.join(sorted(fields))} around θ (one z-scale)")
+    fig.tight_layout(rect=(0, 0, 0.98, 0.95))
     pfig.update_layout(
-        template="plotly_white", title="Loss surfaces (Liu et al. Fig. 12)", height=500
+        template="plotly_white", title="Loss surfaces, one z-scale (Liu et al. Fig. 12)", height=500
     )
     return Figure("surface_3d", matplotlib=fig, plotly=pfig)
 
@@ -149,7 +207,8 @@ def render(groups: Sequence[Group]) -> list[Figure]:
     lines = [g for g in groups if "y" not in g.arrays]
     planes = [g for g in groups if "y" in g.arrays]
     figures = [_lines(lines)] if lines else []
-    figures += [_planar(g, name) for g, name in zip(planes, distinct_labels(planes))]
     if planes:
-        figures.append(_three_d(planes))
+        zrange = _common_range(planes)
+        figures += [_planar(g, n, zrange) for g, n in zip(planes, distinct_labels(planes))]
+        figures.append(_three_d(planes, zrange))
     return figures

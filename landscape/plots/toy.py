@@ -142,7 +142,7 @@ def _band(g: Group) -> Figure:
             theta, lower, adv, color=light, alpha=0.35, lw=0, label="g(x + δ, θ), |δ| ≤ ε"
         )
         ax.plot(theta, clean, color=red, label="g(x, θ)")
-        ax.plot(theta, adv, color=blue, label="g_ε(x, θ)")
+        ax.plot(theta, adv, color=blue, label=r"$g_\varepsilon(x, \theta)$")
         ax.set(xlabel=g.attrs.get("x_label", "θ"), ylabel="loss", title=f"ε = {e:g}")
         first = i == 0
         web.add_trace(
@@ -237,8 +237,13 @@ def _collapse(g: Group) -> Figure:
     ax.set(xlabel="gradient step", ylabel="‖W_t‖")
     ax.legend(fontsize=7, ncol=2)
     ax = axes[1, 0]
-    ax.plot(eps, a["adv_loss"], "o-", color=color(0), label="L_ε(W) (final)")
-    ax.axhline(float(g.attrs["loss_at_origin"]), color="0.4", ls=":", label="L_ε(0) = log K")
+    ax.plot(eps, a["adv_loss"], "o-", color=color(0), label=r"$\mathcal{L}_\varepsilon(W)$ (final)")
+    ax.axhline(
+        float(g.attrs["loss_at_origin"]),
+        color="0.4",
+        ls=":",
+        label=r"$\mathcal{L}_\varepsilon(0) = \log K$",
+    )
     ax.set(xlabel="training ε", ylabel="adversarial loss")
     ax = axes[1, 1]
     ax.plot(eps, a["clean_error"], "o-", color=color(2), label="clean error")

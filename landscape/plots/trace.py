@@ -7,13 +7,25 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import plotly.graph_objects as go
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from plotly.subplots import make_subplots
 
-from . import Figure, Group, color, renderer, sort_by_eps
+from . import (
+    Figure,
+    Group,
+    Series,
+    band,
+    band_handle,
+    legend_outside,
+    plot_series,
+    renderer,
+    series_of,
+)
 
 PANELS = (
-    ("grad_norm", r"$\|\nabla_\theta \hat{\mathcal{L}}_\epsilon(\theta)\|$", "‖∇L‖"),
-    ("robust_error", r"robust training error $\mathcal{E}_\epsilon(\theta)$", "robust error"),
+    ("grad_norm", r"$\|\nabla_\theta \hat{\mathcal{L}}_\varepsilon(\theta)\|$", "‖∇L‖"),
+    ("robust_error", r"robust training error", "robust error"),
     ("distance_from_init", r"$\|\theta - \theta_0\|$", "‖θ − θ₀‖"),
 )
 
@@ -36,9 +48,14 @@ def smooth(values: np.ndarray, width: int) -> np.ndarray:
     )
 
 
+def _handles(series: Sequence[Series]) -> list:
+    handles = [Line2D([], [], color=s.color, label=s.label) for s in series]
+    return handles + ([band_handle()] if any(s.seeds > 1 for s in series) else [])
+
+
 @renderer("trace", needs={"step": 1})
 def render(groups: Sequence[Group]) -> list[Figure]:
-    groups = sort_by_eps(groups)
+    series = series_of(groups)
     n = window(groups)
     k = max(1, n // 50)
     fig, axes = plt.subplots(2, 3, figsize=(12, 6))
@@ -48,47 +65,51 @@ def render(groups: Sequence[Group]) -> list[Figure]:
         subplot_titles=[f"{t} — first {n}" for _, _, t in PANELS]
         + [f"{t} — last {n}" for _, _, t in PANELS],
     )
-    for i, g in enumerate(groups):
-        step = g.arrays["step"]
-        for row, part in enumerate((slice(0, n), slice(len(step) - n, len(step)))):
+    for s in series:
+        step = s.groups[0].arrays["step"]
+        length = min(len(g.arrays["step"]) for g in s.groups)
+        for row, part in enumerate((slice(0, n), slice(length - n, length))):
             for col, (key, label, short) in enumerate(PANELS):
-                y = smooth(g.arrays[key][part], k)
+                curves = [smooth(g.arrays[key][part], k) for g in s.groups]
                 x = step[part]
-                axes[row, col].plot(x, y, color=color(i), label=g.label, lw=1.2)
+                plot_series(axes[row, col], x, curves, s, lw=1.2)
                 axes[row, col].set_ylabel(label)
                 web.add_trace(
                     go.Scatter(
                         x=x,
-                        y=y,
-                        name=g.label,
-                        legendgroup=g.label,
+                        y=band(curves)[0],
+                        name=s.label,
+                        legendgroup=s.label,
                         showlegend=row == col == 0,
-                        line={"color": color(i)},
+                        line={"color": s.color},
                         hovertemplate=f"step %{{x}}<br>{short} %{{y:.4g}}",
                     ),
                     row=row + 1,
                     col=col + 1,
                 )
     for col in range(3):
-        axes[0, col].set_title(f"first {n} mini-batches")
-        axes[1, col].set_title(f"last {n} mini-batches")
+        axes[0, col].set_title(f"first {n} mini-batches", fontsize=10)
+        axes[1, col].set_title(f"last {n} mini-batches", fontsize=10)
         axes[1, col].set_xlabel("mini-batch update")
-    axes[0, 0].legend()
-    fig.tight_layout()
+        for row in range(2):
+            axes[row, col].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle("Adversarial training: the first and the last mini-batches")
+    legend_outside(fig, handles=_handles(series))
     web.update_layout(title="Training traces (Liu et al. Fig. 1 / 8)", template="simple_white")
 
     loss_fig, ax = plt.subplots(figsize=(5, 3.5))
     loss_web = go.Figure()
-    for i, g in enumerate(groups):
-        epoch, loss = (
-            g.arrays["epoch"],
-            smooth(g.arrays["loss"], max(1, len(g.arrays["loss"]) // 100)),
+    for s in series:
+        epoch = s.groups[0].arrays["epoch"]
+        curves = [smooth(g.arrays["loss"], max(1, len(g.arrays["loss"]) // 100)) for g in s.groups]
+        plot_series(ax, epoch, curves, s, lw=1.2)
+        loss_web.add_trace(
+            go.Scatter(x=epoch, y=band(curves)[0], name=s.label, line={"color": s.color})
         )
-        ax.plot(epoch, loss, color=color(i), label=g.label, lw=1.2)
-        loss_web.add_trace(go.Scatter(x=epoch, y=loss, name=g.label, line={"color": color(i)}))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(r"training loss $\hat{\mathcal{L}}_\epsilon(\theta)$")
-    ax.legend()
+    ax.set_ylabel(r"training loss $\hat{\mathcal{L}}_\varepsilon(\theta)$")
+    ax.set_title("Training loss", fontsize=10)
+    legend_outside(ax, handles=_handles(series))
     loss_fig.tight_layout()
     loss_web.update_layout(
         title="Training loss (Liu et al. Fig. 11)",
