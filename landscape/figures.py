@@ -543,6 +543,7 @@ def collect_sweep(
 
     Each series is `base` plus its overrides, trained at every value of `x` (a
     TrainConfig field such as `lr` or `width`) for every seed; seeds give mean and std.
+    `reference` names a series drawn as a line at its best mean (Liu Fig. 13).
     """
     key, values, seeds = step["x"], list(step["values"]), list(step.get("seeds", [0]))
     arrays: dict[str, Any] = {"x": np.array(values, dtype=float)}
@@ -558,6 +559,8 @@ def collect_sweep(
         "landscape figures (sweep)", {k: v for k, v in step.items() if k != "collect"}
     )
     attrs["x_key"], attrs["series"] = key, json.dumps(list(step["series"]))
+    if "reference" in step:  # drawn as the paper's horizontal line (Liu Fig. 13)
+        attrs["reference"] = json.dumps(step["reference"])
     store.write_group(results, f"/sweep/{step['name']}", arrays, attrs, overwrite=True)
 
 

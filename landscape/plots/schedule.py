@@ -1,4 +1,5 @@
-"""The eps schedules of eq. (5) (Liu Fig. 7)."""
+"""The eps schedules of eq. (5) (Liu Fig. 7) and the learning-rate schedules (Liu Fig. 6):
+the group attr `quantity` says which."""
 
 from __future__ import annotations
 
@@ -23,11 +24,23 @@ def render(groups: Sequence[Group]) -> list[Figure]:
             web.add_trace(
                 go.Scatter(x=epoch, y=g.arrays[name], name=name, line={"color": color(i)})
             )
+        learning_rate = g.attrs.get("quantity") == "lr"
         ax.set_xlabel("epoch $d$")
-        ax.set_ylabel(r"$\varepsilon(d)$")
-        ax.set_title(r"Schedules of the adversarial budget $\varepsilon(d)$, eq. (5)", fontsize=10)
+        if learning_rate:
+            ax.set_yscale("log")
+            ax.set_ylabel(r"learning rate $\eta(d)$")
+            title = "Learning-rate schedules, vanilla and periodic (Fig. 6)"
+        else:
+            ax.set_ylabel(r"$\varepsilon(d)$")
+            title = r"Schedules of the adversarial budget $\varepsilon(d)$, eq. (5)"
+        ax.set_title(title, fontsize=10)
         legend_outside(ax)
         fig.tight_layout()
-        web.update_layout(xaxis_title="epoch", yaxis_title="ε(d)", template="simple_white")
+        web.update_layout(
+            xaxis_title="epoch",
+            yaxis_title="η(d)" if learning_rate else "ε(d)",
+            yaxis_type="log" if learning_rate else "linear",
+            template="simple_white",
+        )
         figures.append(Figure(f"schedule_{g.path.rsplit('/', 1)[-1]}", fig, web))
     return figures
