@@ -713,6 +713,33 @@ def check_surface_steepens(results: Path, options: Mapping[str, Any]) -> Verdict
     )
 
 
+def check_collapse(results: Path, options: Mapping[str, Any]) -> Verdict:
+    """Liu et al. Theorem 1: above eps* adversarial training of a linear model ends at W = 0."""
+    tol = _options("collapse", options, {"tolerance": (NUMBER, 1e-2)})["tolerance"]
+    text = (
+        "Trained above Theorem 1's threshold eps*, the linear model's weights end at zero "
+        f"(norm at most {fmt(tol)} x the largest norm below eps*, the constant classifier); "
+        "trained below eps* (eps > 0), they do not."
+    )
+    runs, notes = load_runs(results, "toy")
+    runs = [r for r in runs if r.has("weight_norm") and "threshold" in r.attrs]
+    if not runs:
+        return _no_data(text, "/toy/liu-thm1 group", notes)
+    parts, statuses = [], []
+    for run in runs:
+        eps, norms = run.array("x", 1), run.array("weight_norm", 1)
+        threshold = float(run.attrs["threshold"])
+        below, above = (eps > 0) & (eps < threshold), eps > threshold * (1 + 1e-9)
+        scale = float(np.max(norms[eps < threshold]))
+        collapsed_above = bool(np.all(norms[above] <= tol * scale)) if above.any() else None
+        alive_below = bool(np.all(norms[below] > tol * scale)) if below.any() else None
+        judged = [v for v in (collapsed_above, alive_below) if v is not None]
+        statuses.append(HOLDS if all(judged) else PARTLY if any(judged) else FAILS)
+        listing = ", ".join(f"eps {fmt(e)}: {fmt(n)}" for e, n in zip(eps, norms))
+        parts.append(f"eps* = {fmt(threshold)}; final ||W||: {listing}")
+    return Verdict(combine(statuses), text, _numbers(parts, notes))
+
+
 KANAI_PAIRS = [["AT+EnSGD", "AT"], ["AWP+EnSGD", "AWP"]]
 
 
@@ -1218,6 +1245,7 @@ CHECKS: dict[str, Callable[[Path, Mapping[str, Any]], Verdict]] = {
     "sweep_reference": check_sweep_reference,
     "small_models": check_small_models,
     "faster_in_time": check_faster_in_time,
+    "collapse": check_collapse,
 }
 
 

@@ -678,3 +678,21 @@ def test_malformed_groups_and_missing_files_are_bad_input(tmp_path):
         verdict(path, "eigenvalues_grow")
     with pytest.raises(BadInput, match="does not exist"):
         verdict(tmp_path / "absent.h5", "eigenvalues_grow")
+
+
+def test_collapse_on_the_real_theorem1_toy(tmp_path):
+    """Liu Thm. 1 on the shipped toy: every budget above eps* ends at W = 0, none below;
+    an altered copy that keeps weights above eps* only partly holds."""
+    from landscape.analysis import run
+    from landscape.toy import Toy
+
+    path = tmp_path / "r.h5"
+    run(Toy("liu-thm1"), None, out=path, name="liu-thm1")
+    found = verdict(path, "collapse")
+    assert found.status == "holds", found.numbers
+    assert "eps* = " in found.numbers
+    arrays, attrs = store.read_group(path, "/toy/liu-thm1")
+    above = arrays["x"] > attrs["threshold"]
+    arrays["weight_norm"] = np.where(above, 1.0, arrays["weight_norm"])
+    store.write_group(tmp_path / "altered.h5", "/toy/liu-thm1", arrays, attrs)
+    assert verdict(tmp_path / "altered.h5", "collapse").status == "partly"
