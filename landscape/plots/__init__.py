@@ -20,6 +20,7 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -166,12 +167,13 @@ def eps_label(eps: float | None) -> str:
     return "" if eps is None else f"ε = {eps:.4g}"
 
 
-SEED_SUFFIX = re.compile(r"-s\d+$")
+SEED_SUFFIX = re.compile(r"-s\d+(?=-|$)")  # `e01-s2`, `e01-s2-top2`
 
 
 def run_name(group: Group) -> str:
-    """A run's name without its seed: `e01-s2` and `e01-s0` are seeds of run `e01`."""
-    return SEED_SUFFIX.sub("", str(group.attrs.get("label") or group.path.rsplit("/", 1)[-1]))
+    """A run's name without its seed: `e01-s2` and `e01-s0` are seeds of run `e01`, and
+    `e01-s2-top2` of `e01-top2`."""
+    return SEED_SUFFIX.sub("", str(group.attrs.get("label") or group.path.rsplit("/", 1)[-1]), 1)
 
 
 @dataclass(frozen=True)
@@ -356,8 +358,8 @@ def render_file(
     formats: Sequence[str] = ("png",),
     figures: Sequence[str] = (),
 ) -> list[Path]:
-    """Render the selected groups of a results file (only the figures named in `figures`,
-    when given); returns the files written. Every figure is drawn before any is written,
+    """Render the selected groups of a results file (only the figures whose names match a
+    pattern of `figures`, `fnmatch` style, when given); returns the files written. Every figure is drawn before any is written,
     so a group that cannot be drawn leaves no partial output."""
     style()
     out = Path(out_dir)
@@ -372,7 +374,7 @@ def render_file(
         raise
     written: list[Path] = []
     for fig in drawn:
-        if figures and fig.name not in figures:
+        if figures and not any(fnmatch(fig.name, pattern) for pattern in figures):
             if fig.matplotlib is not None:
                 plt.close(fig.matplotlib)
             continue

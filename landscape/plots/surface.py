@@ -156,7 +156,7 @@ def _planar(g: Group, name: str, zrange: tuple[float, float]) -> Figure:
     return Figure(f"surface_{_name(g)}_contour", matplotlib=fig, plotly=pfig)
 
 
-def _three_d(groups: Sequence[Group], zrange: tuple[float, float]) -> Figure:
+def _three_d(groups: Sequence[Group], zrange: tuple[float, float], seeds: int = 1) -> Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -193,7 +193,8 @@ def _three_d(groups: Sequence[Group], zrange: tuple[float, float]) -> Figure:
         )
         pfig.update_scenes({"zaxis": {"range": list(zrange)}}, row=1, col=i + 1)
     fields = {_field(g)[1] for g in groups}
-    fig.suptitle(f"Loss surfaces {', '.join(sorted(fields))} around θ (one z-scale)")
+    shown = f"; the first of {seeds} seeds per ε" if seeds > 1 else ""
+    fig.suptitle(f"Loss surfaces {', '.join(sorted(fields))} around θ (one z-scale{shown})")
     fig.tight_layout(rect=(0, 0, 0.98, 0.95))
     pfig.update_layout(
         template="plotly_white", title="Loss surfaces, one z-scale (Liu et al. Fig. 12)", height=500
@@ -208,7 +209,12 @@ def render(groups: Sequence[Group]) -> list[Figure]:
     planes = [g for g in groups if "y" in g.arrays]
     figures = [_lines(lines)] if lines else []
     if planes:
-        zrange = _common_range(planes)
-        figures += [_planar(g, n, zrange) for g, n in zip(planes, distinct_labels(planes))]
-        figures.append(_three_d(planes, zrange))
+        # One panel per run (eps), its first seed: the paper's Fig. 12 layout; the verdict
+        # reads every seed.
+        runs = series_of(planes)
+        shown = [s.groups[0] for s in runs]
+        seeds = max(s.seeds for s in runs)
+        zrange = _common_range(shown)
+        figures += [_planar(g, n, zrange) for g, n in zip(shown, distinct_labels(shown))]
+        figures.append(_three_d(shown, zrange, seeds))
     return figures
