@@ -224,3 +224,38 @@ def test_table_has_spread_and_no_margin(figures):
     table = fig.axes[0].tables[0].get_window_extent(renderer)
     width, height = fig.bbox.width, fig.bbox.height
     assert table.width / width > 0.6 and table.height / height > 0.9
+
+
+def test_seeded_surfaces_draw_one_panel_per_eps_and_filters_take_patterns(tmp_path):
+    """Liu Fig. 12's layout with seeds: one 3D panel (and one contour file) per eps, its
+    first seed; a recipe's `figures = ["surface_*"]` keeps the surfaces only."""
+    from landscape.plots import render_file
+    from landscape.store import provenance, write_group
+
+    path = tmp_path / "r.h5"
+    grid = np.linspace(-0.5, 0.5, 5)
+    bowl = np.add.outer(grid**2, grid**2)
+    for eps in (0.0, 0.1):
+        for seed in range(3):
+            name = f"e{eps:g}-s{seed}"
+            surface = {
+                "x": grid,
+                "y": grid,
+                "loss": bowl * (1 + seed),
+                "error": bowl,
+                "adv_loss": bowl * (1 + 10 * eps + seed),
+                "adv_error": bowl,
+                "done": np.ones_like(bowl, dtype=bool),
+                "nonfinite": np.zeros_like(bowl, dtype=bool),
+            }
+            attrs = provenance(command="test", config={"eps": eps})
+            write_group(path, f"/surface/{name}", surface, attrs)
+            index = np.arange(1, 3)
+            spectrum = {"index": index, "eigenvalues": 1.0 / index, "eigenvalues_normalized": index}
+            write_group(path, f"/hessian/{name}-top2", spectrum, attrs)
+    written = render_file(path, tmp_path / "out", figures=["surface_*"])
+    assert sorted(p.name for p in written) == [
+        "surface_3d.png",
+        "surface_e0-s0_contour.png",
+        "surface_e0.1-s0_contour.png",
+    ]
