@@ -671,6 +671,11 @@ STEP_MODELS: dict[str, Callable[[Mapping[str, Any]], list[tuple[dict[str, Any], 
 }
 
 
+def natural_key(name: str) -> list[Any]:
+    """`liu-fig2` before `liu-fig11`: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def stored_verdict(folder: Path) -> dict[str, str] | None:
     """The verdict a recipe's last run computed (`verdict.json` beside its figures)."""
     path = folder / VERDICT_NAME
@@ -688,7 +693,7 @@ def write_index(out: Path, recipes: Sequence[Recipe], mode: str) -> Path:
     Built from what is on disk, so a run with `--only` keeps the other recipes' entries.
     """
     shown = []
-    for recipe in recipes:
+    for recipe in sorted(recipes, key=lambda r: natural_key(r.name)):
         folder = out / recipe.name
         files = (
             sorted(p for p in folder.glob("*") if p.suffix in (".png", ".html", ".pdf", ".svg"))
