@@ -231,8 +231,8 @@ def band(curves: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 BAND_LABEL = "shaded: min–max over seeds"
 
 
-def band_handle() -> Patch:
-    return Patch(color="0.6", alpha=0.3, label=BAND_LABEL)
+def band_handle(over: str = "seeds") -> Patch:
+    return Patch(color="0.6", alpha=0.3, label=BAND_LABEL.replace("seeds", over))
 
 
 def plot_series(

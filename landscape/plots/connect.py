@@ -65,13 +65,16 @@ def _figure(groups: Sequence[Group], name: str, robust: bool) -> Figure:
     for col, (_, ylabel) in enumerate(PANELS[robust]):
         axes[col].set(xlabel="$t$", ylabel=ylabel, xlim=(0, 1))
         pfig.update_xaxes(title_text="t", range=[0, 1], row=1, col=col + 1)
-    handles = [Line2D([], [], color=s.color, label=s.label) for s in series]
+    # a series of connect runs is several pairs of models at one eps, not seeds of one model
+    handles = [
+        Line2D([], [], color=s.color, label=s.label.replace(" seeds", " pairs")) for s in series
+    ]
     handles += [
         Line2D([], [], color="0.3", ls="-", label="Bézier curve"),
         Line2D([], [], color="0.3", ls="--", label="straight line"),
     ]
     if any(s.seeds > 1 for s in series):
-        handles.append(band_handle())
+        handles.append(band_handle("pairs"))
     kind = "adversarial" if robust else "clean"
     fig.suptitle(f"Mode connectivity between two minima ({kind} loss)")
     legend_outside(fig, handles=handles)
