@@ -70,8 +70,9 @@ class Recipe:
         return {**self.check_options, **self.modes.get(mode, {}).get("check_options", {})}
 
     def note_for(self, mode: str) -> str:
-        """The mode's own `note` (its setting), else the recipe's."""
-        return self.modes.get(mode, {}).get("note", self.note)
+        """The mode's own `note` (its setting), else the recipe's, which describes the
+        quick tier."""
+        return self.modes.get(mode, {}).get("note", self.note if mode == "quick" else "")
 
 
 @dataclass
