@@ -624,6 +624,8 @@ def collect_table(
         if "seeds" in step:
             arrays[f"{metric}_std"] = per_seed[:, :, k].std(1, ddof=min(1, per_seed.shape[1] - 1))
             arrays[f"{metric}_seeds"] = per_seed[:, :, k]
+    if "seeds" in step:
+        arrays["seeds"] = np.full(len(errors), per_seed.shape[1])
     store.write_group(
         results, group, arrays, _provenance("landscape figures (table)", config), overwrite=True
     )

@@ -132,6 +132,7 @@ def test_collected_numbers(recipe_run):
     assert per_seed.shape == (2, 2)
     assert np.allclose(table["robust_error"], per_seed.mean(1))
     assert np.allclose(table["robust_error_std"], per_seed.std(1, ddof=1))
+    assert list(table["seeds"]) == [2, 2]
     # a model id with -s<seed> is that model trained with that seed: its own folder
     _, seeded = store.read_group(results, "/trace/b-s1")
     assert json.loads(seeded["config"])["seed"] == 1
