@@ -77,17 +77,20 @@ def cli(args: list[str], capsys) -> tuple[int, str]:
 def test_graph_trains_each_shared_model_once(tmp_path):
     recipes = load_recipes()
     runner = Runner("quick", runs=tmp_path, out=tmp_path, device="cpu", data_root=None)
-    # kanai-fig7 and kanai-table1 read the four kanai-fig3 models (the table as base + rows)
+    # kanai-fig7 and kanai-table1 read kanai-fig3's models (the table as base + rows, per seed):
+    # five methods x three seeds, and the table adds its two second-order EnSGD rows
     kanai = plan_graph(runner, [recipes[n] for n in ("kanai-fig3", "kanai-fig7", "kanai-table1")])
-    assert len(kanai.trainings) == 4
-    assert all(set(keys) == set(kanai.trainings) for _, keys in kanai.recipes)
-    # liu-fig13's cosine series is liu-fig4's at three of its four learning rates
+    fig3, fig7, table = (set(keys) for _, keys in kanai.recipes)
+    assert len(fig3) == 15 and fig7 < fig3 and len(fig7) == 12
+    assert len(table) == 18 and len(table & fig3) == 12
+    assert len(kanai.trainings) == 15 + 6
+    # liu-fig13's eps-warmup series is liu-fig4's cosine series (three LRs, three seeds)
     sweeps = plan_graph(runner, [recipes["liu-fig4"], recipes["liu-fig13"]])
-    assert [len(keys) for _, keys in sweeps.recipes] == [12, 6]
-    assert len(sweeps.trainings) == 12 + 6 - 3
-    # the pairs of liu-fig15 name both endpoints
+    assert [len(keys) for _, keys in sweeps.recipes] == [27, 18]
+    assert len(sweeps.trainings) == 27 + 18 - 9
+    # the pairs of liu-fig15 name both endpoints: seeds 0-1 and 1-2 at four eps
     (connect,) = plan_graph(runner, [recipes["liu-fig15"]]).recipes
-    assert len(connect[1]) == 8
+    assert len(connect[1]) == 12
 
 
 def test_unknown_step_is_refused_before_any_work(tmp_path, capsys):
