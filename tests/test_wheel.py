@@ -94,9 +94,9 @@ def test_wheel_install_finds_its_recipes_and_runs_one(tmp_path):
         "--json",
         cwd=elsewhere,
     )
-    assert json.loads(done.stdout)["liu-fig7"].startswith("2 files")
+    assert json.loads(done.stdout)["liu-fig7"].startswith("4 files")
     with h5py.File(elsewhere / "runs" / "quick" / "liu-fig7.h5", "r") as f:
-        assert sorted(f["schedule"]) == ["cifar10", "mnist"]
+        assert sorted(f["schedule"]) == ["cifar10", "lr-resnet18", "lr-vgg8", "mnist"]
         assert f["schedule/mnist/cosine"][-1] == pytest.approx(0.4)
     assert sorted(p.name for p in (elsewhere / "figures" / "liu-fig7").iterdir()) == [
         "schedule_cifar10.png",
