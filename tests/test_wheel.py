@@ -100,6 +100,8 @@ def test_wheel_install_finds_its_recipes_and_runs_one(tmp_path):
         assert f["schedule/mnist/cosine"][-1] == pytest.approx(0.4)
     assert sorted(p.name for p in (elsewhere / "figures" / "liu-fig7").iterdir()) == [
         "schedule_cifar10.png",
+        "schedule_lr-resnet18.png",
+        "schedule_lr-vgg8.png",
         "schedule_mnist.png",
     ]
     assert "## liu-fig7" in (elsewhere / "figures" / "index.md").read_text()
