@@ -716,7 +716,7 @@ def write_index(out: Path, recipes: Sequence[Recipe], mode: str) -> Path:
         "|---|---|---|",
     ]
     for recipe, _, found in shown:
-        status = found["status"] if found else "theory figure, not a trained-model claim"
+        status = found["status"] if found else "not judged (no trained model)"
         item = recipe.paper.split(":")[0]
         lines.append(f"| [{recipe.name}](#{recipe.name}) | {item} | {status} |")
     lines.append("")
