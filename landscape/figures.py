@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 
 from . import store
-from .util import BadInput, resolve_device
+from .util import SEED_SUFFIX, BadInput, resolve_device
 
 MODES = ("quick", "mnist", "full")
 # A tier's default dataset, which `--dataset` swaps (the mnist tier runs on a full MNIST too).
 TIER_DATASETS = {"quick": "digits", "mnist": "mnist5k", "full": "mnist"}
-SEEDED_ID = re.compile(r"^(?P<base>.+)-s(?P<seed>\d+)$")
+
 # Shipped inside the package (package data), so an installed wheel finds them too.
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 LOCK_NAME = "train.lock"
@@ -190,6 +190,7 @@ class Runner:
         if mode not in MODES:
             raise BadInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         self.dataset = dataset
+        self.chance_errors: dict[str, float] = {}
         self.mode, self.runs, self.out, self.device, self.data_root = (
             mode,
             runs,
@@ -256,9 +257,8 @@ class Runner:
                     f"recipe {recipe.name}: a step needs `analysis` (one of "
                     f"{', '.join(analyses())}) or `collect` (one of {', '.join(COLLECTORS)})"
                 )
-            for item in step_items(step):
-                for model_id in [item] if isinstance(item, str) else item:
-                    wanted.append((self.model_fields(plan, model_id), model_id))
+            for model_id in step_model_ids(step):
+                wanted.append((self.model_fields(plan, model_id), model_id))
             wanted += STEP_MODELS.get(step.get("collect", ""), lambda s: [])(step)
         out: dict[str, Training] = {}
         for fields, label in wanted:
@@ -357,12 +357,7 @@ class Runner:
         """`/models/<id>` per model the steps name: its test errors, the constant
         classifier's error and the sha256 of its `final.pt`, which the analyses' groups
         record, so a verdict can tell a collapsed model (Liu et al. Thm. 1) from the rest."""
-        ids = {
-            model_id
-            for step in plan.get("steps", [])
-            for item in step_items(step)
-            for model_id in ([item] if isinstance(item, str) else item)
-        }
+        ids = {model_id for step in plan.get("steps", []) for model_id in step_model_ids(step)}
         if not ids:
             return
         from .checkpoint import sha256_file
@@ -390,11 +385,14 @@ class Runner:
             store.write_group(results, group, {"test_error": errors}, attrs, overwrite=True)
 
     def chance_error(self, dataset: str) -> float:
-        """The test error of the best constant classifier (the majority test label)."""
+        """The test error of the best constant classifier, read once per dataset."""
         from .data import load_dataset
+        from .train import constant_classifier_error
 
-        _, y = load_dataset(dataset, "test", self.data_root, "cpu")
-        return float(1.0 - np.bincount(y.numpy()).max() / len(y))
+        if dataset not in self.chance_errors:
+            _, y = load_dataset(dataset, "test", self.data_root, "cpu")
+            self.chance_errors[dataset] = constant_classifier_error(y)
+        return self.chance_errors[dataset]
 
     def run(self, recipe: Recipe) -> RecipeOutcome:
         from .plots import render_file
@@ -429,8 +427,10 @@ class Runner:
 
 def split_seed(model_id: str) -> tuple[str, int | None]:
     """`e01-s2` -> (`e01`, 2); an id without a seed suffix -> (id, None)."""
-    match = SEEDED_ID.match(model_id)
-    return (match["base"], int(match["seed"])) if match else (model_id, None)
+    match = SEED_SUFFIX.search(model_id)
+    if match is None or match.end() != len(model_id) or match.start() == 0:
+        return model_id, None
+    return model_id[: match.start()], int(match[1])
 
 
 def step_items(step: Mapping[str, Any]) -> list[str | list[str]]:
@@ -442,6 +442,11 @@ def step_items(step: Mapping[str, Any]) -> list[str | list[str]]:
     if any(not isinstance(item, str) for item in items):
         raise BadInput("`seeds` applies to single models; name the pairs' seeds (`<id>-s<seed>`)")
     return [f"{item}-s{seed}" for item in items for seed in seeds]
+
+
+def step_model_ids(step: Mapping[str, Any]) -> list[str]:
+    """Every model id a step's `each` names, both ends of a pair included."""
+    return [m for item in step_items(step) for m in ([item] if isinstance(item, str) else item)]
 
 
 def _filled(value: Any, subs: Mapping[str, str]) -> Any:

@@ -671,10 +671,15 @@ def best_attrs(best: Mapping[str, Any] | None) -> dict[str, Any]:
     return {} if best is None else {"best_epoch": int(best["epoch"])}
 
 
+def constant_classifier_error(y: Tensor) -> float:
+    """The error of the best constant classifier on labels `y`: it predicts the majority."""
+    return 1.0 - torch.bincount(y).max().item() / y.numel()
+
+
 def chance_warning(clean_error: float, robust_error: float, y: Tensor) -> list[str]:
     """A warning when the model does no better under attack than the best constant
     classifier on the test labels `y` (an untrained or collapsed model, Liu et al. Thm. 1)."""
-    constant = 1.0 - torch.bincount(y).max().item() / y.numel()
+    constant = constant_classifier_error(y)
     if robust_error < constant:
         return []
     return [

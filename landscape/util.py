@@ -18,6 +18,11 @@ if TYPE_CHECKING:  # torch loads where a device or generator is made, not on imp
     import torch
 
 
+# A run or model of seed k is named `<name>-s<k>`, the seed part possibly followed by more:
+# `e01-s2`, `e01-s2-top2` (recipes, their groups, the plots and the verdicts all read it).
+SEED_SUFFIX = re.compile(r"-s(\d+)(?=-|$)")
+
+
 class BadInput(ValueError):
     """A user-facing input problem. The CLI prints it as one `Error: ...` line and exits 2.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -27,13 +26,12 @@ import h5py
 import numpy as np
 
 from . import store
-from .util import BadInput
+from .util import SEED_SUFFIX, BadInput
 
 HOLDS, PARTLY, FAILS, NO_DATA = "holds", "partly", "does not hold", "no data"
 STATUSES = (HOLDS, PARTLY, FAILS, NO_DATA)
 HIGHER, LOWER, NOISE = "higher", "lower", "within noise"
 COLLAPSE_MARGIN = 0.02  # robust error this close to chance: the constant classifier
-SEED_SUFFIX = re.compile(r"-s(\d+)(?=-|$)")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import importlib
 import json
 import math
 import pkgutil
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from ..store import SCALE_NAMES, check_arrays, list_groups, read_group  # noqa: E402
-from ..util import BadInput, atomic_path  # noqa: E402
+from ..util import SEED_SUFFIX, BadInput, atomic_path  # noqa: E402
 
 FORMATS = ("png", "pdf", "svg", "html")
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies.
@@ -167,9 +166,6 @@ def eps_label(eps: float | None) -> str:
     return "" if eps is None else f"ε = {eps:.4g}"
 
 
-SEED_SUFFIX = re.compile(r"-s\d+(?=-|$)")  # `e01-s2`, `e01-s2-top2`
-
-
 def run_name(group: Group) -> str:
     """A run's name without its seed: `e01-s2` and `e01-s0` are seeds of run `e01`, and
     `e01-s2-top2` of `e01-top2`."""
@@ -191,11 +187,11 @@ class Series:
         return len(self.groups)
 
 
-def series_of(groups: Sequence[Group]) -> list[Series]:
+def series_of(groups: Sequence[Group], unit: str = "seeds") -> list[Series]:
     """Groups as curves, ordered by eps: seeds (run names equal up to `-s<digits>`, same eps)
     join one series. Colour and label are the eps's when the eps tells the series apart;
     otherwise (several methods at one eps, Kanai et al.) the run name is in the label and
-    colours follow the sorted names."""
+    colours follow the sorted names. `unit` names what a series' runs are in its label."""
     keyed: dict[tuple[float, str], list[Group]] = {}
     for g in groups:
         eps = eps_of(g)
@@ -214,7 +210,7 @@ def series_of(groups: Sequence[Group]) -> list[Series]:
             label = name if eps is None else f"{name} ({eps_label(eps)})"
             hue = color(names.index(name))
         if len(runs) > 1:
-            label += f", {len(runs)} seeds"
+            label += f", {len(runs)} {unit}"
         series.append(Series(name, eps, runs, label, hue))
     return series
 

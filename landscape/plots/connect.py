@@ -36,7 +36,7 @@ def _figure(groups: Sequence[Group], name: str, robust: bool) -> Figure:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     pfig = make_subplots(rows=1, cols=2, subplot_titles=[t for _, t in PANELS[robust]])
-    series = series_of(groups)
+    series = series_of(groups, unit="pairs")  # runs of one eps join different pairs of models
     for s in series:
         t = s.groups[0].arrays["t"]
         order = s.groups[0].attrs.get("order")
@@ -65,10 +65,7 @@ def _figure(groups: Sequence[Group], name: str, robust: bool) -> Figure:
     for col, (_, ylabel) in enumerate(PANELS[robust]):
         axes[col].set(xlabel="$t$", ylabel=ylabel, xlim=(0, 1))
         pfig.update_xaxes(title_text="t", range=[0, 1], row=1, col=col + 1)
-    # a series of connect runs is several pairs of models at one eps, not seeds of one model
-    handles = [
-        Line2D([], [], color=s.color, label=s.label.replace(" seeds", " pairs")) for s in series
-    ]
+    handles = [Line2D([], [], color=s.color, label=s.label) for s in series]
     handles += [
         Line2D([], [], color="0.3", ls="-", label="Bézier curve"),
         Line2D([], [], color="0.3", ls="--", label="straight line"),
