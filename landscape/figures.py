@@ -186,10 +186,15 @@ class Runner:
         folder: Path = RECIPE_DIR,
         log: Callable[[str], None] = print,
         dataset: str | None = None,
+        overwrite: bool = False,
     ):
         if mode not in MODES:
             raise BadInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         self.dataset = dataset
+        # Replace results whose recipe settings changed, and drop the groups the recipe no
+        # longer makes (`kept` holds those it made or found cached in this run).
+        self.overwrite = overwrite
+        self.kept: set[str] = set()
         self.chance_errors: dict[str, float] = {}
         self.mode, self.runs, self.out, self.device, self.data_root = (
             mode,
@@ -319,7 +324,9 @@ class Runner:
                 job = kind.from_options(options, family=inputs.family)
                 job = job.with_files(inputs, results)
             self.log(f"  {kind.name} {name}")
-            run(job, inputs, out=results, name=name)
+            stored = run(job, inputs, out=results, name=name, overwrite=self.overwrite)
+            if stored is not None:
+                self.kept.add(stored.group)
 
     def curve(
         self,
@@ -345,11 +352,18 @@ class Runner:
         training = CurveConfig(**attack, **step.get("curve", {}))
         inputs = curve_inputs(ends, training, data_root=self.data_root, device=device, **data)
         job = Connect.from_options(options, family=inputs.family)
-        _, stored = stored_state(job, inputs, out=results, name=name)
+        _, stored = stored_state(job, inputs, out=results, name=name, overwrite=self.overwrite)
         if not stored:
             path = Path(_filled(step.get("curve_out", "{runs}/curves/{id}.curve.pt"), subs))
             self.log(f"  curve {name} -> {path}")
-            trained = train_curve(ends, training, path, device=device, data_root=self.data_root)
+            trained = train_curve(
+                ends,
+                training,
+                path,
+                device=device,
+                data_root=self.data_root,
+                overwrite=self.overwrite,
+            )
             inputs = inputs.with_curve(trained)
         return job, inputs
 
@@ -368,6 +382,7 @@ class Runner:
             final = folder / "final.pt"
             sha = sha256_file(final)
             group = f"/models/{model_id}"
+            self.kept.add(group)
             if (
                 group in stored
                 and store.read_group(results, group)[1].get("checkpoint_sha256") == sha
@@ -400,12 +415,18 @@ class Runner:
         t0 = time.perf_counter()
         plan = recipe.plan(self.mode)
         results = self.runs / f"{recipe.name}.h5"
+        self.kept = set()
         for step in plan.get("steps", []):
             if "analysis" in step:
                 self.analysis_step(plan, step, results)
             else:  # a known collector: `trainings` checked every step when planning
                 COLLECTORS[step["collect"]](self, plan, step, results)
         self.record_models(plan, results)
+        if self.overwrite and results.exists():
+            stale = [g for g, _ in store.list_groups(results) if g not in self.kept]
+            if stale:
+                self.log(f"  dropped {', '.join(stale)} (no longer in the recipe)")
+                store.drop_groups(results, stale)
         outcome = RecipeOutcome(recipe.name)
         if results.exists():
             target = self.out / recipe.name
@@ -488,6 +509,7 @@ def _copy_trainer_groups(
         arrays, attrs = store.read_group(folder / "trace.h5", source)
         attrs = {**attrs, **extra(model_id)}
         group = f"/{target}/{model_id}"
+        runner.kept.add(group)
         if results.exists() and group in {g for g, _ in store.list_groups(results)}:
             stored = store.read_group(results, group)[1]
             if all(
@@ -567,7 +589,9 @@ def collect_sweep(
     attrs["x_key"], attrs["series"] = key, json.dumps(list(step["series"]))
     if "reference" in step:  # drawn as the paper's horizontal line (Liu Fig. 13)
         attrs["reference"] = json.dumps(step["reference"])
-    store.write_group(results, f"/sweep/{step['name']}", arrays, attrs, overwrite=True)
+    runner.kept.add(
+        store.write_group(results, f"/sweep/{step['name']}", arrays, attrs, overwrite=True)
+    )
 
 
 def table_rows(
@@ -602,6 +626,7 @@ def collect_table(
 
     config = {k: v for k, v in step.items() if k != "collect"}
     group = f"/table/{step['name']}"
+    runner.kept.add(group)
     if results.exists() and store.find_complete(results, group, config, overwrite=True):
         return
     device = resolve_device(runner.device)
@@ -662,7 +687,9 @@ def collect_schedules(
         arrays[label] = np.array([schedule.lr_at(v) for v in d])
     attrs = _provenance("landscape figures (schedules)", step)
     attrs["quantity"] = "lr" if "lr_curves" in step else "eps"
-    store.write_group(results, f"/schedule/{step['name']}", arrays, attrs, overwrite=True)
+    runner.kept.add(
+        store.write_group(results, f"/schedule/{step['name']}", arrays, attrs, overwrite=True)
+    )
 
 
 COLLECTORS: dict[str, Callable[[Runner, Mapping[str, Any], Mapping[str, Any], Path], None]] = {
@@ -765,6 +792,7 @@ class Settings:
     cwd: str
     argv: tuple[str, ...] = ()
     dataset: str | None = None
+    overwrite: bool = False
 
     def runner(self, log: Callable[[str], None]) -> Runner:
         os.chdir(self.cwd)
@@ -779,6 +807,7 @@ class Settings:
             folder=self.folder,
             log=log,
             dataset=self.dataset,
+            overwrite=self.overwrite,
         )
 
 
@@ -842,11 +871,14 @@ def run_figures(
     log: Callable[[str], None] = print,
     launch: Any = None,
     dataset: str | None = None,
+    overwrite: bool = False,
 ) -> list[RecipeOutcome]:
     """Run the recipes (all, or `only`) in `mode`; returns what each wrote.
 
     `dataset` replaces the tier's own dataset (`TIER_DATASETS`) in every model, so the
-    mnist tier runs on a full MNIST under `data_root` as it does on mnist5k.
+    mnist tier runs on a full MNIST under `data_root` as it does on mnist5k. `overwrite`
+    recomputes the results whose recipe settings changed and drops the groups a recipe no
+    longer makes; without it a changed recipe is refused, so no result is lost unasked.
 
     `launch` is a `launchers.LaunchOptions` (default: this process). `device` is resolved
     where each task runs (`auto` picks that worker's GPU).
@@ -875,6 +907,7 @@ def run_figures(
         folder=Path(folder),
         cwd=os.getcwd(),
         argv=tuple(sys.argv),
+        overwrite=overwrite,
     )
     graph = plan_graph(settings.runner(log), chosen)
     outcomes = launch_graph(graph, settings, options, log)

@@ -276,6 +276,18 @@ def write_group(
     return group
 
 
+def drop_groups(path: str | Path, groups: Sequence[str]) -> None:
+    """Remove run groups from a results file atomically (a kill leaves it as it was)."""
+    target = Path(path)
+    with file_lock(target), atomic_path(target) as tmp:
+        shutil.copyfile(target, tmp)
+        with h5py.File(tmp, "a") as f:
+            _check_ours(f, target, WRITE_HINT)
+            for group in groups:
+                if group in f:
+                    del f[group]
+
+
 def _readable(ds: h5py.Dataset) -> bool:
     """Numbers, booleans and text: the only types a landscape results file holds."""
     return ds.dtype.kind in "biuf" or h5py.check_string_dtype(ds.dtype) is not None

@@ -248,6 +248,48 @@ def test_lr_curves_follow_the_trainer_with_periodic_resets(tmp_path):
     assert arrays["periodic"][epoch < 100].min() == pytest.approx(0.001)
 
 
+def _hessian_recipe(each: str, top: int) -> str:
+    return f"""
+name = "edited"
+paper = "a test recipe"
+claim = "a changed recipe replaces its results only when asked"
+[quick.models]
+a = {{ {BASE}, epochs = 1, eps = 0.0 }}
+b = {{ {BASE}, epochs = 1, eps = 0.1 }}
+[[quick.steps]]
+analysis = "hessian"
+each = {each}
+options = {{ top = {top}, random_samples = 1 }}
+data = {{ samples = 64 }}
+"""
+
+
+def test_changed_recipe_is_refused_unless_overwrite(tmp_path, device):
+    """An edited recipe: refused (nothing lost) without --overwrite; with it, the changed
+    run is recomputed, the run and model the recipe dropped leave its results file, and
+    the trained models stay cached."""
+    folder, results = tmp_path / "recipes", tmp_path / "runs" / "edited.h5"
+    folder.mkdir()
+    recipe = folder / "edited.toml"
+    recipe.write_text(_hessian_recipe('["a", "b"]', 2))
+    kwargs = dict(runs=tmp_path / "runs", out=tmp_path / "figs", device=device, folder=folder)
+    run_figures("quick", **kwargs)
+    before = {g for g, _ in store.list_groups(results)}
+    assert {"/hessian/a", "/hessian/b", "/models/a", "/models/b"} <= before
+    recipe.write_text(_hessian_recipe('["a"]', 3))
+    with pytest.raises(BadInput, match="another config.*--overwrite"):
+        run_figures("quick", **kwargs)
+    assert {g for g, _ in store.list_groups(results)} == before
+    assert store.read_group(results, "/hessian/a")[0]["eigenvalues"].shape == (2,)
+    log: list[str] = []
+    run_figures("quick", overwrite=True, log=log.append, **kwargs)
+    after = {g for g, _ in store.list_groups(results)}
+    assert "/hessian/b" not in after and "/models/b" not in after
+    assert store.read_group(results, "/hessian/a")[0]["eigenvalues"].shape == (3,)
+    assert not any(line.strip().startswith("train ") for line in log)
+    assert any("dropped /hessian/b" in line for line in log)
+
+
 def test_unknown_recipe_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="unknown recipe"):
         run_figures("quick", only=["liu-fig99"], runs=tmp_path, out=tmp_path)

@@ -200,6 +200,12 @@ def report(file: str, out: str, device: str, seed: int, as_json: bool, debug: bo
     help="A folder of recipe TOML files (default: those shipped in the package).",
 )
 @click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Recompute the results whose recipe settings changed and drop those a recipe no "
+    "longer makes (unchanged results stay cached); without it a changed recipe is refused.",
+)
+@click.option(
     "--launcher",
     type=click.Choice(["local", "ray", "slurm"]),
     default="local",
@@ -245,6 +251,7 @@ def figures(
     runs: str | None,
     out: str | None,
     recipes: str | None,
+    overwrite: bool,
     device: str,
     seed: int,
     as_json: bool,
@@ -267,6 +274,7 @@ def figures(
         log=lambda line: stderr_console().print(line, markup=False, highlight=False),
         launch=LaunchOptions(**launch),
         dataset=dataset,
+        overwrite=overwrite,
     )
     summary(
         "figures",
