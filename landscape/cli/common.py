@@ -260,6 +260,27 @@ def command_line() -> str:
 DATA_OPTIONS = ("dataset", "data_root", "split", "samples", "foreign")
 
 
+# PGD's iterations and step, defaulting to the papers' rule (`attacks.attack_config`).
+PGD_OPTIONS = (
+    click.option(
+        "--pgd-steps",
+        type=click.IntRange(min=0),
+        default=None,
+        help="PGD iterations (default: papers' rule).",
+    ),
+    click.option(
+        "--pgd-step-size", type=float, default=None, help="PGD step size (default: papers' rule)."
+    ),
+)
+
+
+def pgd_options(fn: Callable) -> Callable:
+    """`--pgd-steps` and `--pgd-step-size` (`PGD_OPTIONS`)."""
+    for option in reversed(PGD_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 def analysis_options(fn: Callable) -> Callable:
     """Options shared by every analysis of a checkpoint: data, attack and where results go."""
     for option in reversed(
@@ -290,18 +311,7 @@ def analysis_options(fn: Callable) -> Callable:
             click.option(
                 "--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True
             ),
-            click.option(
-                "--pgd-steps",
-                type=click.IntRange(min=0),
-                default=None,
-                help="PGD iterations (default: papers' rule).",
-            ),
-            click.option(
-                "--pgd-step-size",
-                type=float,
-                default=None,
-                help="PGD step size (default: papers' rule).",
-            ),
+            *PGD_OPTIONS,
             click.option(
                 "--out",
                 type=click.Path(dir_okay=False),

@@ -13,6 +13,7 @@ from .common import (
     common,
     foreign_options,
     lr_schedule_options,
+    pgd_options,
     progress_bar,
     run_jobs,
     run_name,
@@ -37,15 +38,7 @@ from .grids import precision_key, precision_option
     help="Budget to train and evaluate at; 0 = vanilla.",
 )
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
-@click.option(
-    "--pgd-steps",
-    type=click.IntRange(min=0),
-    default=None,
-    help="PGD iterations (default: papers' rule).",
-)
-@click.option(
-    "--pgd-step-size", type=float, default=None, help="PGD step size (default: papers' rule)."
-)
+@pgd_options
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),

@@ -15,6 +15,7 @@ from .common import (
     common,
     foreign_options,
     lr_schedule_options,
+    pgd_options,
     progress_bar,
     state_data,
     summary,
@@ -175,15 +176,7 @@ from .common import (
 @click.option(
     "--eps-warmup", type=float, default=None, help="Warmup length D in epochs (default: --epochs)."
 )
-@click.option(
-    "--pgd-steps",
-    type=click.IntRange(min=0),
-    default=None,
-    help="PGD iterations (default: papers' rule).",
-)
-@click.option(
-    "--pgd-step-size", type=float, default=None, help="PGD step size (default: papers' rule)."
-)
+@pgd_options
 @click.option(
     "--periods",
     type=EPOCHS,
@@ -326,8 +319,7 @@ def train(
     help="pgd; autoattack (standard version: APGD-CE, APGD-T, FAB-T, Square) or its "
     'APGD-CE alone, from the extra: pip install "adv-landscape[autoattack]".',
 )
-@click.option("--pgd-steps", type=click.IntRange(min=0), default=None)
-@click.option("--pgd-step-size", type=float, default=None)
+@pgd_options
 @click.option(
     "--samples", type=click.IntRange(min=1), default=None, help="Evaluate on the first N examples."
 )
