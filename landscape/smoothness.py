@@ -78,6 +78,7 @@ class SmoothnessResult:
     nonfinite: np.ndarray  # radii whose gradients were NaN/inf (stored as NaN)
     lipschitz: dict[str, np.ndarray] = field(default_factory=dict)  # "lipschitz_<norm>_<mean|std>"
     eps: dict[str, float] = field(default_factory=dict)  # norm -> budget
+    directions: int = 1  # behind each mean and std; the verdicts' sample size
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"radius": self.radius, **self.lipschitz, **{m: getattr(self, m) for m in MASKS}}
@@ -86,7 +87,7 @@ class SmoothnessResult:
         return {f: ("radius",) for f in (*self.lipschitz, *MASKS)}
 
     def attrs(self) -> dict[str, float]:
-        return {f"eps_{n}": e for n, e in self.eps.items()}
+        return {**{f"eps_{n}": e for n, e in self.eps.items()}, "directions": self.directions}
 
 
 def check_norms(norms: Sequence[str] | None, eps: float) -> tuple[str, ...]:
@@ -241,6 +242,7 @@ def smoothness(
         nonfinite=grid.nonfinite.copy(),
         lipschitz={f: arrays[f].copy() for f in fields},
         eps={n: budgets[n] for n in norms},
+        directions=len(vectors),
     )
 
 
@@ -356,6 +358,7 @@ class Smoothness(Analysis):
             nonfinite=arrays["nonfinite"],
             lipschitz={f: arrays[f] for f in fields_for(norms)},
             eps={n: float(attrs[f"eps_{n}"]) for n in norms},
+            directions=int(attrs.get("directions", 1)),
         )
 
     def summary(self, stored: Stored) -> dict[str, Any]:

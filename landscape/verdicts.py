@@ -866,8 +866,9 @@ def check_loss_magnitudes(results: Path, options: Mapping[str, Any]) -> Verdict:
 
 
 def _directions_count(run: Run) -> int:
-    """The number of directions behind a smoothness run's mean (1 when not stored)."""
-    for found in (run.attrs.get("count"), run.raw("count"), run.config.get("count")):
+    """The number of directions behind a smoothness run's mean: the `directions` attribute,
+    else the configured `count` (1 when neither is stored)."""
+    for found in (run.attrs.get("directions"), run.config.get("count")):
         if found is not None and np.ndim(found) == 0 and float(found) >= 1:
             return int(found)
     return 1

@@ -78,7 +78,12 @@ def test_adversarial_profiles_and_options():
     for norm in ("clean", "linf", "l2"):
         assert np.all(np.isfinite(s.lipschitz[f"lipschitz_{norm}_mean"]))
         assert np.all(s.lipschitz[f"lipschitz_{norm}_std"] >= 0)
-    assert s.attrs() == {"eps_clean": 0.0, "eps_linf": 0.05, "eps_l2": s.eps["l2"]}
+    assert s.attrs() == {
+        "eps_clean": 0.0,
+        "eps_linf": 0.05,
+        "eps_l2": s.eps["l2"],
+        "directions": 2,  # the sample size behind each mean and std, for the verdicts
+    }
     with pytest.raises(BadInput, match="eps > 0"):
         smoothness(model, X, y, eps=0.0, norms=["linf"])
     with pytest.raises(BadInput, match="norms"):
@@ -115,6 +120,7 @@ def test_cli_smoothness_end_to_end(digits_run, tmp_path):
         *(f"lipschitz_{n}_{s}" for n in ("clean", "l2") for s in ("mean", "std")),
     }
     assert attrs["eps_l2"] == pytest.approx(0.3) and attrs["status"] == "complete"
+    assert attrs["directions"] == 2
     figs = tmp_path / "figs"
     assert run_cli("plot", out, "--format", "png,html", "--out", figs) == 0
     assert {"smoothness.png", "smoothness.html"} <= {p.name for p in figs.iterdir()}

@@ -625,12 +625,13 @@ def test_smoothest_clean(tmp_path):
                 **{f"lipschitz_{n}_std": np.full(2, std) for n in ("linf", "l2", "clean")},
             },
             eps={"linf": 0.1, "l2": 1.0},
+            directions=4,
         )
         store.write_group(
             path,
             f"/smoothness/{name}",
             result.arrays(),
-            {**provenance({"analysis": "smoothness", "eps": 0.1, "count": 4}), **result.attrs()},
+            {**provenance({"analysis": "smoothness", "eps": 0.1, "count": None}), **result.attrs()},
             dims=result.dims(),
         )
     v = verdict(path, "smoothest_clean")
