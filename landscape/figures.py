@@ -210,8 +210,7 @@ class Runner:
     def model_fields(self, plan: Mapping[str, Any], model_id: str) -> Mapping[str, Any]:
         """The TrainConfig fields of model `model_id` (the recipe's table, then models.toml).
 
-        `<id>-s<seed>` is model `<id>` trained with that seed, so seeds need no table rows;
-        with a tier's `dataset` set, the tier's default dataset is swapped for it.
+        `<id>-s<seed>` is model `<id>` trained with that seed, so seeds need no table rows.
         """
         table = {**self.shared_models, **plan.get("models", {})}
         base, seed = split_seed(model_id)
@@ -222,8 +221,6 @@ class Runner:
         fields = dict(table[base])
         if seed is not None:
             fields["seed"] = seed
-        if self.dataset and fields.get("dataset") == TIER_DATASETS.get(self.mode):
-            fields["dataset"] = self.dataset
         return fields
 
     def model(self, plan: Mapping[str, Any], model_id: str) -> Path:
@@ -268,12 +265,19 @@ class Runner:
         out: dict[str, Training] = {}
         for fields, label in wanted:
             key = self.located(fields, label)[1].name
-            out.setdefault(key, Training(key, dict(fields), label))
+            out.setdefault(key, Training(key, self.on_dataset(fields), label))
         return out
 
+    def on_dataset(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A model's fields with the tier's default dataset swapped for `dataset` when one
+        is set: for every model, those `each` names and those of sweeps and tables alike."""
+        if self.dataset and fields.get("dataset") == TIER_DATASETS.get(self.mode):
+            return {**fields, "dataset": self.dataset}
+        return dict(fields)
+
     def located(self, fields: Mapping[str, Any], label: str) -> tuple[Any, Path]:
-        """The TrainConfig of these fields and the folder its model lives in."""
-        config = train_config(fields, label)
+        """The TrainConfig of these fields (on the tier's dataset) and its model's folder."""
+        config = train_config(self.on_dataset(fields), label)
         return config, model_dir(self.runs, config.as_dict())
 
     def substitutions(self, plan: Mapping[str, Any], item: str | Sequence[str]) -> dict[str, str]:

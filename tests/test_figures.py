@@ -217,8 +217,19 @@ def test_tier_dataset_is_swapped_for_a_full_mnist(tmp_path):
     runner = Runner(
         "mnist", runs=tmp_path, out=tmp_path, device="cpu", data_root=None, dataset="mnist"
     )
-    graph = plan_graph(runner, [load_recipes()["liu-fig2"]])
+    recipes = load_recipes()
+    graph = plan_graph(runner, [recipes["liu-fig2"]])
     assert {t.fields["dataset"] for t in graph.trainings.values()} == {"mnist"}
+    # A table's rows are swapped too, so they stay the models the figures draw: Kanai's
+    # 4 methods x 3 seeds once, not once per recipe.
+    kanai = plan_graph(runner, [recipes["kanai-fig3"], recipes["kanai-table1"]])
+    assert {t.fields["dataset"] for t in kanai.trainings.values()} == {"mnist"}
+    assert len(kanai.trainings) == 12
+    full = Runner(
+        "full", runs=tmp_path, out=tmp_path, device="cpu", data_root=None, dataset="mnist5k"
+    )
+    sweep = plan_graph(full, [recipes["liu-fig4"]])
+    assert {t.fields["dataset"] for t in sweep.trainings.values()} == {"mnist5k"}
 
 
 def test_seeds_expand_single_models_and_refuse_pairs():
