@@ -206,6 +206,7 @@ def test_every_tier_plans_its_models(mode, tmp_path):
     if mode == "mnist":
         names = {r.name for r in chosen}
         assert {"liu-fig1", "liu-fig2", "liu-fig3", "liu-fig15"} <= names
+        assert {"kanai-fig3", "kanai-fig7", "kanai-table1", "smoothness"} <= names
         labels = {t.label for t in graph.trainings.values()}
         assert {f"m-e02-s{s}" for s in range(3)} <= labels
         assert {t.fields["dataset"] for t in graph.trainings.values()} == {"mnist5k"}
