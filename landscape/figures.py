@@ -191,10 +191,9 @@ class Runner:
         if mode not in MODES:
             raise BadInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         self.dataset = dataset
-        # Replace results whose recipe settings changed, and drop the groups the recipe no
-        # longer makes (`kept` holds those it made or found cached in this run).
+        # Replace results whose recipe settings changed and drop the groups a recipe no
+        # longer makes.
         self.overwrite = overwrite
-        self.kept: set[str] = set()
         self.chance_errors: dict[str, float] = {}
         self.mode, self.runs, self.out, self.device, self.data_root = (
             mode,
@@ -301,15 +300,17 @@ class Runner:
 
     def analysis_step(
         self, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
-    ) -> None:
+    ) -> set[str]:
         """Run an analysis step once per `each` item through the library, into the recipe's
         results file: the inputs loaded by `analysis.load_inputs` (or, for a pair, a curve
         trained first), the analysis built from the step's `options` (eps: the model's
-        training eps unless given), its files read (`with_files`), then `analysis.run`."""
+        training eps unless given), its files read (`with_files`), then `analysis.run`.
+        Returns the groups it stored or found stored."""
         from .analysis import analyses, load_inputs, run
 
         kind = analyses()[step["analysis"]]
         data = dict(step.get("data", {}))
+        groups: set[str] = set()
         for item in step_items(step) or [None]:
             subs = self.substitutions(plan, item) if item is not None else {}
             subs.update(results=str(results), runs=str(self.runs))
@@ -330,7 +331,8 @@ class Runner:
             self.log(f"  {kind.name} {name}")
             stored = run(job, inputs, out=results, name=name, overwrite=self.overwrite)
             if stored is not None:
-                self.kept.add(stored.group)
+                groups.add(stored.group)
+        return groups
 
     def curve(
         self,
@@ -371,13 +373,14 @@ class Runner:
             inputs = inputs.with_curve(trained)
         return job, inputs
 
-    def record_models(self, plan: Mapping[str, Any], results: Path) -> None:
+    def record_models(self, plan: Mapping[str, Any], results: Path) -> set[str]:
         """`/models/<id>` per model the steps name: its test errors, the constant
         classifier's error and the sha256 of its `final.pt`, which the analyses' groups
-        record, so a verdict can tell a collapsed model (Liu et al. Thm. 1) from the rest."""
+        record, so a verdict can tell a collapsed model (Liu et al. Thm. 1) from the rest.
+        Returns those groups."""
         ids = {model_id for step in plan.get("steps", []) for model_id in step_model_ids(step)}
         if not ids:
-            return
+            return set()
         from .checkpoint import sha256_file
 
         stored = {g for g, _ in store.list_groups(results)} if results.exists() else set()
@@ -386,7 +389,6 @@ class Runner:
             final = folder / "final.pt"
             sha = sha256_file(final)
             group = f"/models/{model_id}"
-            self.kept.add(group)
             if (
                 group in stored
                 and store.read_group(results, group)[1].get("checkpoint_sha256") == sha
@@ -402,6 +404,7 @@ class Runner:
             )
             errors = np.array([metrics["test_clean_error"], metrics["test_robust_error"]])
             store.write_group(results, group, {"test_error": errors}, attrs, overwrite=True)
+        return {f"/models/{model_id}" for model_id in ids}
 
     def chance_error(self, dataset: str) -> float:
         """The test error of the best constant classifier, read once per dataset."""
@@ -419,15 +422,15 @@ class Runner:
         t0 = time.perf_counter()
         plan = recipe.plan(self.mode)
         results = self.runs / f"{recipe.name}.h5"
-        self.kept = set()
+        made: set[str] = set()  # the groups this recipe stores now
         for step in plan.get("steps", []):
             if "analysis" in step:
-                self.analysis_step(plan, step, results)
+                made |= self.analysis_step(plan, step, results)
             else:  # a known collector: `trainings` checked every step when planning
-                COLLECTORS[step["collect"]](self, plan, step, results)
-        self.record_models(plan, results)
+                made |= COLLECTORS[step["collect"]](self, plan, step, results)
+        made |= self.record_models(plan, results)
         if self.overwrite and results.exists():
-            stale = [g for g, _ in store.list_groups(results) if g not in self.kept]
+            stale = [g for g, _ in store.list_groups(results) if g not in made]
             if stale:
                 self.log(f"  dropped {', '.join(stale)} (no longer in the recipe)")
                 store.drop_groups(results, stale)
@@ -452,10 +455,8 @@ class Runner:
 
 def split_seed(model_id: str) -> tuple[str, int | None]:
     """`e01-s2` -> (`e01`, 2); an id without a seed suffix -> (id, None)."""
-    match = SEED_SUFFIX.search(model_id)
-    if match is None or match.end() != len(model_id) or match.start() == 0:
-        return model_id, None
-    return model_id[: match.start()], int(match[1])
+    match = re.fullmatch("(.+)" + SEED_SUFFIX.pattern, model_id)
+    return (match[1], int(match[2])) if match else (model_id, None)
 
 
 def step_items(step: Mapping[str, Any]) -> list[str | list[str]]:
@@ -502,33 +503,37 @@ def _copy_trainer_groups(
     target: str,
     extra: Callable[[str], dict[str, Any]],
     dims: Callable[[dict[str, Any]], dict[str, tuple[str, ...]] | None] = lambda arrays: None,
-) -> None:
-    """Copy group `source` of each model's trace.h5 into `/<target>/<id>`, plus `extra` attrs.
+) -> set[str]:
+    """Copy group `source` of each model's trace.h5 into `/<target>/<id>`, plus `extra` attrs;
+    returns those groups.
 
     A group already holding the same source (same `created` stamp and extra attrs) is
     left alone, so a cached rerun does not rewrite the results file.
     """
+    present = {g for g, _ in store.list_groups(results)} if results.exists() else set()
+    groups = set()
     for model_id in step_items(step):
         folder = runner.model(plan, model_id)
         arrays, attrs = store.read_group(folder / "trace.h5", source)
         attrs = {**attrs, **extra(model_id)}
         group = f"/{target}/{model_id}"
-        runner.kept.add(group)
-        if results.exists() and group in {g for g, _ in store.list_groups(results)}:
+        groups.add(group)
+        if group in present:
             stored = store.read_group(results, group)[1]
             if all(
                 stored.get(k) == v for k, v in attrs.items() if k in ("created", *extra(model_id))
             ):
                 continue
         store.write_group(results, group, arrays, attrs, overwrite=True, dims=dims(arrays))
+    return groups
 
 
 def collect_traces(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
-) -> None:
+) -> set[str]:
     """Each model's per-batch trace into `/trace/<id>` (Liu Fig. 1, 8, 11)."""
     window = {"window": int(step["window"])} if "window" in step else {}
-    _copy_trainer_groups(
+    return _copy_trainer_groups(
         runner,
         plan,
         step,
@@ -542,10 +547,10 @@ def collect_traces(
 
 def collect_evals(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
-) -> None:
+) -> set[str]:
     """Per-epoch test metrics and wall time into `/evalcurve/<id>` (Kanai Fig. 3, 6)."""
     labels = step.get("labels", {})
-    _copy_trainer_groups(
+    return _copy_trainer_groups(
         runner,
         plan,
         step,
@@ -570,7 +575,7 @@ def sweep_points(
 
 def collect_sweep(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
-) -> None:
+) -> set[str]:
     """Final test errors of model series against one setting (Liu Fig. 4, 13, 14).
 
     Each series is `base` plus its overrides, trained at every value of `x` (a
@@ -593,9 +598,7 @@ def collect_sweep(
     attrs["x_key"], attrs["series"] = key, json.dumps(list(step["series"]))
     if "reference" in step:  # drawn as the paper's horizontal line (Liu Fig. 13)
         attrs["reference"] = json.dumps(step["reference"])
-    runner.kept.add(
-        store.write_group(results, f"/sweep/{step['name']}", arrays, attrs, overwrite=True)
-    )
+    return {store.write_group(results, f"/sweep/{step['name']}", arrays, attrs, overwrite=True)}
 
 
 def table_rows(
@@ -614,7 +617,7 @@ def table_rows(
 
 def collect_table(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
-) -> None:
+) -> set[str]:
     """Clean and robust test error per row under one attack (Liu Table 1; Kanai Tables 1, 3).
 
     A row is `base` plus overrides; `ensemble = "period_*"` in a row evaluates the
@@ -630,9 +633,8 @@ def collect_table(
 
     config = {k: v for k, v in step.items() if k != "collect"}
     group = f"/table/{step['name']}"
-    runner.kept.add(group)
     if results.exists() and store.find_complete(results, group, config, overwrite=True):
-        return
+        return {group}
     device = resolve_device(runner.device)
     errors: dict[str, list[tuple[float, float]]] = {}
     for label, row, fields, train_label in table_rows(step):
@@ -660,14 +662,16 @@ def collect_table(
             arrays[f"{metric}_seeds"] = per_seed[:, :, k]
     if "seeds" in step:
         arrays["seeds"] = np.full(len(errors), per_seed.shape[1])
-    store.write_group(
-        results, group, arrays, _provenance("landscape figures (table)", config), overwrite=True
-    )
+    return {
+        store.write_group(
+            results, group, arrays, _provenance("landscape figures (table)", config), overwrite=True
+        )
+    }
 
 
 def collect_schedules(
     runner: Runner, plan: Mapping[str, Any], step: Mapping[str, Any], results: Path
-) -> None:
+) -> set[str]:
     """Schedules against the epoch into `/schedule/<name>`: eq. (5)'s eps curves for the
     settings of C.1 (Liu Fig. 7: `curves = {label = {kind, target, eps_max, warmup}}`), or
     the learning rate of whole training configs, periodic resets included (Liu Fig. 6:
@@ -691,12 +695,11 @@ def collect_schedules(
         arrays[label] = np.array([schedule.lr_at(v) for v in d])
     attrs = _provenance("landscape figures (schedules)", step)
     attrs["quantity"] = "lr" if "lr_curves" in step else "eps"
-    runner.kept.add(
-        store.write_group(results, f"/schedule/{step['name']}", arrays, attrs, overwrite=True)
-    )
+    return {store.write_group(results, f"/schedule/{step['name']}", arrays, attrs, overwrite=True)}
 
 
-COLLECTORS: dict[str, Callable[[Runner, Mapping[str, Any], Mapping[str, Any], Path], None]] = {
+# Each collector writes its groups into the results file and returns their names.
+COLLECTORS: dict[str, Callable[[Runner, Mapping[str, Any], Mapping[str, Any], Path], set[str]]] = {
     "traces": collect_traces,
     "evals": collect_evals,
     "sweep": collect_sweep,
